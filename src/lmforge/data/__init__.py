@@ -1,0 +1,1 @@
+"""Stage 1: raw files -> clean documents (clean shards, rejects with reasons, report)."""

@@ -1,0 +1,1 @@
+"""Monitoring: metrics stream, telemetry, anomalies, plots, dashboard. Imports no later stage."""
