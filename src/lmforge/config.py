@@ -58,6 +58,9 @@ class DataConfig:
     """Drop exact duplicates (after normalisation) with reason `duplicate`."""
     shard_docs: int = 50_000
     """Documents per clean output shard."""
+    on_error: str = "skip"
+    """A malformed record (bad JSONL line, missing text field): `skip` (rejected as `malformed_json` /
+    `missing_field`, with a one-line warning naming file:line) or `fail` (stop with an error naming it)."""
 
     def __post_init__(self) -> None:
         _check(self.txt_mode in ("file", "paragraphs", "lines"), "data.txt_mode",
@@ -67,6 +70,7 @@ class DataConfig:
         _check(self.min_chars >= 0, "data.min_chars", "must be >= 0")
         _check(self.max_chars >= max(1, self.min_chars), "data.max_chars", "must be >= data.min_chars and >= 1")
         _check(self.shard_docs > 0, "data.shard_docs", "must be > 0")
+        _check(self.on_error in ("skip", "fail"), "data.on_error", f"must be skip or fail, got {self.on_error!r}")
 
 
 @dataclass(kw_only=True)
@@ -166,8 +170,15 @@ class TrainConfig:
     min_lr: float = 1e-4
     """Learning rate at the end of the decay."""
     schedule: str = "cosine"
-    """`cosine`, `linear` or `constant` (each after linear warmup)."""
+    """After linear warmup: `cosine` or `linear` decay to min_lr, `constant`, `wsd`
+    (warmup-stable-decay), `step` (x gamma at each milestone) or `exponential` (x gamma per step)."""
     warmup_steps: int = 100
+    decay_fraction: float = 0.2
+    """`wsd`: fraction of the total steps spent in the final linear decay to min_lr."""
+    milestones: list[int] = field(default_factory=list)
+    """`step`: optimiser steps at which the rate is multiplied by `gamma`."""
+    gamma: float = 0.1
+    """`step`: factor at each milestone; `exponential`: factor per step (floored at min_lr)."""
     weight_decay: float = 0.1
     """Applied to matmul weights only (not norms, biases, embeddings)."""
     beta1: float = 0.9
@@ -181,6 +192,26 @@ class TrainConfig:
     """Passes over the training tokens; 0 = no epoch budget."""
     max_time: float = 0.0
     """Wall-clock seconds of training; 0 = no time budget."""
+    max_tokens: int = 0
+    """Training tokens (all processes together); 0 = no token budget."""
+    label_smoothing: float = 0.0
+    """Cross-entropy label smoothing (as `F.cross_entropy(label_smoothing=...)`)."""
+    z_loss: float = 0.0
+    """Weight of the z-loss, mean of logsumexp(logits)^2 over target tokens (PaLM uses 1e-4); 0 = off."""
+    loss_norm: str = "token"
+    """`token`: mean over the target tokens of the whole optimiser step; `sequence`: each sequence's
+    mean, averaged over the sequences of the step."""
+    nan_policy: str = "skip"
+    """On a NaN/Inf loss or gradient: `skip` the update, `rollback` to the last checkpoint and skip
+    the offending batches, or `abort` (checkpoint-free exit with an error)."""
+    max_bad_steps: int = 10
+    """Abort after this many consecutive NaN/Inf steps, whatever the policy."""
+    doc_masks: bool = True
+    """Attend only within each document of a packed sequence."""
+    shuffle: bool = True
+    """Shuffle the training sequences (the order is a function of seed and epoch)."""
+    peak_flops: float = 0.0
+    """Peak FLOP/s of one device for MFU; 0 = a table of known GPUs (MFU is not logged on CPU)."""
     eval_every: int = 200
     """Validate every N steps (and at the end); 0 = only at the end."""
     eval_batches: int = 20
@@ -205,16 +236,30 @@ class TrainConfig:
         _check(self.grad_accum > 0, "train.grad_accum", "must be > 0")
         _check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
         _check(0 <= self.min_lr <= self.lr, "train.min_lr", f"must be in [0, train.lr], got {self.min_lr}")
-        _check(self.schedule in ("cosine", "linear", "constant"), "train.schedule",
-               f"must be cosine, linear or constant, got {self.schedule!r}")
+        _check(self.schedule in ("cosine", "linear", "constant", "wsd", "step", "exponential"), "train.schedule",
+               f"must be cosine, linear, constant, wsd, step or exponential, got {self.schedule!r}")
+        _check(0.0 < self.decay_fraction <= 1.0, "train.decay_fraction", "must be in (0, 1]")
+        _check(all(m > 0 for m in self.milestones) and self.milestones == sorted(self.milestones),
+               "train.milestones", "must be increasing positive step numbers")
+        _check(0.0 < self.gamma <= 1.0, "train.gamma", "must be in (0, 1]")
+        _check(self.max_tokens >= 0, "train.max_tokens", "must be >= 0")
+        _check(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", "must be in [0, 1)")
+        _check(self.z_loss >= 0.0, "train.z_loss", "must be >= 0")
+        _check(self.loss_norm in ("token", "sequence"), "train.loss_norm",
+               f"must be token or sequence, got {self.loss_norm!r}")
+        _check(self.nan_policy in ("skip", "rollback", "abort"), "train.nan_policy",
+               f"must be skip, rollback or abort, got {self.nan_policy!r}")
+        _check(self.max_bad_steps >= 1, "train.max_bad_steps", "must be >= 1")
+        _check(self.peak_flops >= 0.0, "train.peak_flops", "must be >= 0")
         _check(self.warmup_steps >= 0, "train.warmup_steps", "must be >= 0")
         _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "train.beta1", "betas must be in [0, 1)")
         _check(self.grad_clip >= 0, "train.grad_clip", "must be >= 0")
         _check(self.max_steps >= 0 and self.max_epochs >= 0 and self.max_time >= 0, "train.max_steps",
                "budgets must be >= 0")
-        _check(self.max_steps > 0 or self.max_epochs > 0 or self.max_time > 0, "train.max_steps",
-               "set at least one budget: train.max_steps, train.max_epochs or train.max_time")
+        _check(self.max_steps > 0 or self.max_epochs > 0 or self.max_time > 0 or self.max_tokens > 0,
+               "train.max_steps",
+               "set at least one budget: train.max_steps, train.max_epochs, train.max_tokens or train.max_time")
         _check(self.eval_every >= 0, "train.eval_every", "must be >= 0")
         _check(self.ckpt_every >= 0, "train.ckpt_every", "must be >= 0")
         _check(self.keep_last >= 1, "train.keep_last", "must be >= 1")
@@ -248,6 +293,68 @@ class EvalConfig:
 
 
 @dataclass(kw_only=True)
+class MonitorConfig:
+    tensorboard: bool = True
+    """Write TensorBoard event files to RUN_DIR/tb (needs the `tensorboard` package)."""
+    tb_flush_secs: float = 10.0
+    """Flush TensorBoard events at least this often (seconds)."""
+    histogram_every: int = 0
+    """Write weight and gradient histograms to TensorBoard every N steps; 0 = never."""
+    console: bool = False
+    """Also print every train/val event as one line (for logs; the progress bar is separate)."""
+    quiet: bool = False
+    """No progress bars and no console metric lines (the env LMFORGE_QUIET=1 does the same)."""
+    ema_window: int = 20
+    """Window of the EMA that smooths the logged loss (`loss_smooth`): alpha = 2 / (window + 1)."""
+    system_every: float = 10.0
+    """Log a `system` event (RSS, CUDA memory, GPU util/temperature/power) at most every N seconds; 0 = never."""
+    plots: bool = True
+    """Write PNG curves to RUN_DIR/plots when training ends."""
+    anomaly: bool = True
+    """Run the anomaly detector on every logged train/val/system event."""
+    grad_norm_max: float = 10.0
+    """A gradient norm above this is a `grad_explosion` anomaly; 0 disables the guard."""
+    grad_norm_min: float = 1e-7
+    """A gradient norm below this is a `grad_vanishing` anomaly; 0 disables the guard."""
+    zscore_window: int = 128
+    """Rolling window (train events) for the z-score detectors of loss and gradient norm."""
+    zscore_threshold: float = 6.0
+    """A loss or gradient norm more than this many standard deviations above the window mean is an anomaly."""
+    zscore_warmup: int = 32
+    """Values the window must hold before the z-score and spike detectors fire."""
+    spike_factor: float = 3.0
+    """A loss above `spike_factor` x the running (window) mean is a `loss_spike`; 0 disables it."""
+    overfit_patience: int = 3
+    """Validation loss rising for this many evaluations in a row while train loss falls is `overfitting`;
+    0 disables it."""
+    leak_window: int = 30
+    """System samples over which steadily growing RSS is a `memory_leak`; 0 disables it."""
+    leak_min_mb: float = 512.0
+    """Minimum RSS growth (MiB) across `leak_window` samples to call it a leak."""
+    gpu_temp_max: float = 87.0
+    """A GPU temperature (C) at or above this is a `gpu_temperature` anomaly; 0 disables it."""
+
+    def __post_init__(self) -> None:
+        _check(self.tb_flush_secs > 0, "monitor.tb_flush_secs", "must be > 0")
+        _check(self.histogram_every >= 0, "monitor.histogram_every", "must be >= 0 (0 = never)")
+        _check(self.ema_window >= 1, "monitor.ema_window", "must be >= 1")
+        _check(self.system_every >= 0, "monitor.system_every", "must be >= 0 (0 = never)")
+        _check(self.grad_norm_max >= 0, "monitor.grad_norm_max", "must be >= 0 (0 = off)")
+        _check(self.grad_norm_min >= 0, "monitor.grad_norm_min", "must be >= 0 (0 = off)")
+        _check(self.grad_norm_max == 0 or self.grad_norm_min < self.grad_norm_max, "monitor.grad_norm_min",
+               "must be below monitor.grad_norm_max")
+        _check(self.zscore_window >= 2, "monitor.zscore_window", "must be >= 2")
+        _check(self.zscore_threshold > 0, "monitor.zscore_threshold", "must be > 0")
+        _check(2 <= self.zscore_warmup <= self.zscore_window, "monitor.zscore_warmup",
+               f"must be in [2, monitor.zscore_window={self.zscore_window}]")
+        _check(self.spike_factor == 0 or self.spike_factor > 1, "monitor.spike_factor", "must be > 1 (0 = off)")
+        _check(self.overfit_patience >= 0, "monitor.overfit_patience", "must be >= 0 (0 = off)")
+        _check(self.leak_window == 0 or self.leak_window >= 3, "monitor.leak_window", "must be >= 3 (0 = off)")
+        _check(self.leak_min_mb > 0, "monitor.leak_min_mb", "must be > 0")
+        _check(self.gpu_temp_max >= 0, "monitor.gpu_temp_max", "must be >= 0 (0 = off)")
+
+
+@dataclass(kw_only=True)
 class Config:
     name: str = "run"
     """Run name; the default run directory is runs/NAME."""
@@ -257,6 +364,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    """Metrics stream, TensorBoard, anomaly detection, plots and progress bars."""
 
 
 # ----------------------------------------------------------------------------------------- loading
@@ -290,6 +399,11 @@ def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return True, float(value)
+        if isinstance(value, str):  # PyYAML (YAML 1.1) reads `3e-4` as a string
+            try:
+                return True, float(value)
+            except ValueError:
+                return False, value
         return False, value
     if tp is str:
         return isinstance(value, str), value

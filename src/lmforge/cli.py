@@ -1,0 +1,164 @@
+"""`lmforge` command line: one thin function per subcommand.
+
+Pipeline commands live here; evaluation (`eval`, `generate`, `export`, `rate`) and monitoring
+(`dashboard`, `plot`) register their own subcommands through a `register(subparsers)` function in
+`lmforge.eval.commands` and `lmforge.monitor.commands`.
+
+User errors (`LmforgeError`) print one message and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+from lmforge import __version__
+from lmforge.config import Config, dump_config, load_config
+from lmforge.errors import LmforgeError
+
+COMMAND_MODULES = ("lmforge.eval.commands", "lmforge.monitor.commands")
+
+
+def _load(args: argparse.Namespace) -> tuple[Config, Path]:
+    from lmforge.run import with_run_name
+
+    cfg = load_config(args.config, args.overrides)
+    return cfg, with_run_name(cfg, args.run_dir)
+
+
+def _dry_run(cfg: Config, run_dir: Path) -> int:
+    print(f"# run directory: {run_dir}")
+    print(dump_config(cfg), end="")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from lmforge.run import cpu_threads_hint, run_all
+
+    cfg, run_dir = _load(args)
+    if args.dry_run:
+        return _dry_run(cfg, run_dir)
+    cpu_threads_hint()
+    t0 = time.time()
+    result = run_all(cfg, run_dir)
+    _print_summary(result, time.time() - t0)
+    return 0
+
+
+def _print_summary(result: dict, wall: float) -> None:
+    run_dir = Path(result["run_dir"])
+    ev = result.get("eval", {})
+    print()
+    for s in result.get("samples", []):
+        print(f"--- sample (prompt {s['prompt']!r}) ---")
+        print(s["prompt"] + s["text"])
+    print()
+    print(f"Finished in {wall:.0f} s.")
+    if ev:
+        line = f"Validation: loss {ev.get('val_loss', float('nan')):.4f} nats/token, ppl {ev.get('val_ppl', float('nan')):.2f}"
+        if "val_bpb" in ev:
+            line += f", {ev['val_bpb']:.4f} bits/byte"
+        print(line)
+        uni = ev.get("unigram") or {}
+        if uni:
+            print(f"Unigram baseline: loss {uni.get('loss', float('nan')):.4f}, {uni.get('bpb', float('nan')):.4f} bits/byte")
+    print("Artifacts:")
+    for name, what in [("config.yaml", "resolved config"), ("data/report.md", "data report"),
+                       ("tokenizer/tokenizer.json", "tokenizer"), ("tokens/manifest.json", "token shards"),
+                       ("checkpoints", "checkpoints (latest, best)"), ("metrics.jsonl", "metrics stream"),
+                       ("tb", "TensorBoard logs"), ("plots", "PNG curves"), ("eval/report.md", "eval report")]:
+        p = run_dir / name
+        if p.exists():
+            print(f"  {str(p):45s} {what}")
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    from lmforge import run
+
+    cfg, run_dir = _load(args)
+    if args.dry_run:
+        return _dry_run(cfg, run_dir)
+    run.cpu_threads_hint()
+    run.prepare_run_dir(cfg, run_dir)
+    if args.command == "data":
+        run.run_data(cfg, run_dir, force=True)
+    elif args.command == "tokenizer":
+        run.run_tokenizer(cfg, run_dir, force=True)
+    elif args.command == "tokenize":
+        run.run_tokenize(cfg, run_dir, force=True)
+    elif args.command == "train":
+        summary = run.run_train(cfg, run_dir, resume=args.resume)
+        print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, (dict, list))}, default=str))
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    path = resources.files("lmforge") / "configs" / "quickstart.yaml"
+    with resources.as_file(path) as p:
+        args.config = str(p)
+        args.dry_run = getattr(args, "dry_run", False)
+        return cmd_run(args)
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="experiment YAML (see configs/)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.max_steps=50")
+    p.add_argument("--run-dir", type=Path, default=None, help="run directory (default: runs/NAME)")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmforge", description="Raw text to a trained, evaluated language model.")
+    parser.add_argument("--version", action="version", version=f"lmforge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run every stage in order (complete stages are skipped)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_run)
+    for name, helptext in [("data", "clean, filter and deduplicate raw text"),
+                           ("tokenizer", "train the tokenizer on the clean corpus"),
+                           ("tokenize", "encode the clean corpus into token shards"),
+                           ("train", "train the model")]:
+        p = sub.add_parser(name, help=helptext)
+        _add_config_args(p)
+        if name == "train":
+            p.add_argument("--resume", default=None, metavar="auto|PATH",
+                           help="resume from the newest complete checkpoint (auto) or a checkpoint folder")
+        p.set_defaults(func=cmd_stage)
+    p = sub.add_parser("quickstart", help="train a small model on the corpus every Python carries (no files needed)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides")
+    p.add_argument("--run-dir", type=Path, default=None, help="run directory (default: runs/quickstart)")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(func=cmd_quickstart)
+
+    for mod_name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(mod_name)
+        except ModuleNotFoundError as e:
+            if e.name != mod_name:
+                raise
+            continue
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except LmforgeError as e:
+        print(f"lmforge: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lmforge: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,270 @@
+"""Readers: input paths -> Documents, streamed record by record.
+
+* `expand_inputs` turns files, directories (recursive), globs and `builtin:stdlib` into a list of
+  sources, failing loudly on a path that does not exist.
+* `read_source` yields the documents of one source. A record that cannot be read (malformed JSON,
+  missing text field, undecodable bytes under `encoding_errors: reject`, binary file) is yielded as a
+  document with `meta["reject_reason"]` set, so the pipeline counts and keeps it; nothing is dropped
+  silently.
+* Memory is bounded: a record larger than `max_record_bytes` is never held whole; only its first
+  bytes are kept (as a `too_long` reject, `meta["truncated"] = True`).
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import json
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from lmforge.data.document import Document
+from lmforge.errors import DataError
+
+BUILTIN_STDLIB = "builtin:stdlib"
+TEXT_EXTS = (".txt", ".text", ".md", ".rst")
+JSONL_EXTS = (".jsonl", ".ndjson")
+SUPPORTED_EXTS = TEXT_EXTS + JSONL_EXTS
+_BOM = b"\xef\xbb\xbf"
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+PREVIEW_BYTES = 2000  # how much of an over-long record is kept in its reject
+
+
+@dataclass
+class ReadOptions:
+    txt_mode: str = "paragraphs"
+    text_field: str = "text"
+    id_field: str | None = None
+    encoding_errors: str = "replace"
+    on_error: str = "skip"
+    max_record_bytes: int = 4_000_064
+    warn: Any = None  # callable(str) for one-line warnings; default prints to stderr
+
+
+@dataclass
+class _Warner:
+    limit: int = 50
+    count: int = 0
+    suppressed: int = field(default=0)
+
+    def __call__(self, msg: str) -> None:
+        self.count += 1
+        if self.count <= self.limit:
+            print(f"lmforge data: warning: {msg}", file=sys.stderr)
+        elif self.count == self.limit + 1:
+            print("lmforge data: warning: further warnings suppressed (see rejected/ and report.json)", file=sys.stderr)
+
+
+def expand_inputs(inputs: list[str]) -> list[str]:
+    """Files, directories (recursive, supported extensions only) and globs -> ordered unique sources."""
+    if not inputs:
+        raise DataError("no inputs: set data.inputs to files, directories, globs or builtin:stdlib")
+    out: list[str] = []
+    for item in inputs:
+        if item == BUILTIN_STDLIB:
+            out.append(item)
+        elif any(c in item for c in "*?["):
+            matches = sorted(p for p in glob.glob(item, recursive=True) if Path(p).is_file())
+            if not matches:
+                raise DataError(f"data.inputs: the glob {item!r} matches no files")
+            out.extend(matches)
+        elif Path(item).is_dir():
+            files = sorted(str(p) for p in Path(item).rglob("*")
+                           if p.is_file() and _ext(p.name) in SUPPORTED_EXTS and not p.name.startswith("."))
+            if not files:
+                raise DataError(f"data.inputs: the directory {item} holds no readable files "
+                                f"(looked for {', '.join(SUPPORTED_EXTS)})")
+            out.extend(files)
+        elif Path(item).is_file():
+            out.append(item)
+        else:
+            raise DataError(f"data.inputs: {item} does not exist (check the path; globs need quotes in a shell)")
+    return list(dict.fromkeys(out))
+
+
+def _ext(name: str) -> str:
+    return Path(name).suffix.lower()
+
+
+def decode(raw: bytes, policy: str) -> tuple[str, int]:
+    """UTF-8 decode. Returns (text, number of invalid byte sequences replaced by U+FFFD).
+    With policy `reject` the caller rejects when the count is > 0; the text is still the replaced one."""
+    try:
+        return raw.decode("utf-8"), 0
+    except UnicodeDecodeError:
+        text = raw.decode("utf-8", errors="replace")
+        return text, text.count("\ufffd") - raw.count(b"\xef\xbf\xbd")
+
+
+def _records(f: IO[bytes], cap: int) -> Iterator[tuple[int, bytes, int]]:
+    """Lines of a binary stream as (line number, bytes without the newline, full byte length).
+    A line longer than `cap` is returned as its first PREVIEW_BYTES only; the rest is skipped in chunks."""
+    n = 0
+    while True:
+        line = f.readline(cap + 1)
+        if not line:
+            return
+        n += 1
+        if n == 1 and line.startswith(_BOM):
+            line = line[3:]
+        if len(line) > cap and not line.endswith(b"\n"):
+            total = len(line)
+            head = line[:PREVIEW_BYTES]
+            while True:
+                chunk = f.readline(1 << 20)
+                total += len(chunk)
+                if not chunk or chunk.endswith(b"\n"):
+                    break
+            yield n, head, total
+            continue
+        body = line.rstrip(b"\n").rstrip(b"\r")
+        yield n, body, len(body)
+
+
+class _Source:
+    """Turns raw records of one file into Documents (or counted rejects)."""
+
+    def __init__(self, path: str, opts: ReadOptions) -> None:
+        self.path, self.opts = path, opts
+        self.warn = opts.warn or _Warner()
+
+    def doc(self, raw: bytes, line: int, doc_id: str | None = None, total: int | None = None,
+            **meta: Any) -> Document:
+        text, bad = decode(raw, self.opts.encoding_errors)
+        meta = {"source": self.path, "line": line, **meta}
+        d = Document(doc_id or f"{self.path}:{line}", text, meta)
+        if total is not None and total > len(raw):
+            meta.update(truncated=True, bytes=total)
+            return self.reject(d, "too_long", None)
+        if bad:
+            meta["utf8_replaced"] = bad
+            if self.opts.encoding_errors == "reject":
+                return self.reject(d, "invalid_utf8", f"{bad} invalid UTF-8 byte sequence(s)")
+        return d
+
+    def reject(self, d: Document, reason: str, detail: str | None) -> Document:
+        d.meta["reject_reason"] = reason
+        if detail is not None:
+            d.meta["reject_detail"] = detail
+        return d
+
+    def error(self, d: Document, reason: str, detail: str) -> Document:
+        """A malformed record: `on_error: fail` raises, `skip` warns on stderr and counts a reject."""
+        where = f"{self.path}:{d.meta['line']}"
+        if self.opts.on_error == "fail":
+            raise DataError(f"{where}: {detail} (set data.on_error=skip to reject such records and go on)")
+        self.warn(f"{where}: {detail}; rejected as {reason}")
+        return self.reject(d, reason, detail)
+
+
+def _read_text(src: _Source, f: IO[bytes]) -> Iterator[Document]:
+    mode, cap = src.opts.txt_mode, src.opts.max_record_bytes
+    if mode == "file":
+        raw = f.read(cap + 1)
+        total = len(raw)
+        if total > cap:
+            while chunk := f.read(1 << 20):
+                total += len(chunk)
+            raw = raw[:PREVIEW_BYTES]
+        if raw.startswith(_BOM):
+            raw = raw[3:]
+        if raw:  # a whitespace-only file becomes a (too_short) reject; an empty file holds no document
+            yield src.doc(raw, 1, doc_id=src.path, total=total)
+        return
+    if mode == "lines":
+        for n, raw, total in _records(f, cap):
+            if raw.strip():
+                yield src.doc(raw, n, total=total)
+        return
+    block: list[bytes] = []
+    start, size, index = 0, 0, 0
+    for n, raw, total in itertools.chain(_records(f, cap), [(0, b"", 0)]):  # sentinel blank line flushes
+        if raw.strip():
+            if not block:
+                start, size = n, 0
+            if size <= cap:  # past the cap, keep counting bytes but stop buffering
+                block.append(raw)
+            size += total + 1
+            continue
+        if block:
+            joined = b"\n".join(block)
+            yield src.doc(joined[: cap if size <= cap else PREVIEW_BYTES], start, total=size - 1, block=index)
+            block, index = [], index + 1
+
+
+def _read_jsonl(src: _Source, f: IO[bytes]) -> Iterator[Document]:
+    opts = src.opts
+    for n, raw, total in _records(f, opts.max_record_bytes):
+        if not raw.strip():
+            continue  # blank lines separate nothing in JSONL; they are not records
+        d = src.doc(raw, n, total=total)
+        if "reject_reason" in d.meta:
+            yield d
+            continue
+        try:
+            obj = json.loads(d.text)
+        except json.JSONDecodeError as e:
+            yield src.error(d, "malformed_json", f"malformed JSON ({e.msg} at column {e.colno})")
+            continue
+        if not isinstance(obj, dict):
+            yield src.error(d, "malformed_json", f"expected a JSON object, got {type(obj).__name__}")
+            continue
+        text = obj.pop(opts.text_field, None)
+        if not isinstance(text, str):
+            what = "missing" if text is None else f"not a string ({type(text).__name__})"
+            yield src.error(d, "missing_field", f"text field {opts.text_field!r} is {what} (see data.text_field)")
+            continue
+        doc_id = obj.pop(opts.id_field, None) if opts.id_field else None
+        extra = obj.pop("meta") if isinstance(obj.get("meta"), dict) else {}
+        meta = {**obj, **extra, "source": src.path, "line": n}
+        if d.meta.get("utf8_replaced"):
+            meta["utf8_replaced"] = d.meta["utf8_replaced"]
+        if b"\\ud" in raw or b"\\uD" in raw:  # JSON escapes can smuggle lone surrogates (unencodable)
+            text, meta = _fix_surrogates(text, meta)
+        yield Document(str(doc_id) if doc_id is not None else f"{src.path}:{n}", text, meta)
+
+
+def _fix_surrogates(text: str, meta: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    n = len(_SURROGATE.findall(text))
+    if n:
+        text = _SURROGATE.sub("\ufffd", text)
+        meta["utf8_replaced"] = meta.get("utf8_replaced", 0) + n
+    meta = json.loads(_SURROGATE.sub("\ufffd", json.dumps(meta, ensure_ascii=False)).encode("utf-8", "replace"))
+    return text, meta
+
+
+def _looks_binary(head: bytes) -> bool:
+    """NUL-heavy or mostly undecodable bytes: an image, archive or executable, not text."""
+    if not head:
+        return False
+    if head.count(b"\x00") > len(head) // 100 + 2:
+        return True
+    text = head.decode("utf-8", errors="replace")
+    return text.count("\ufffd") > len(text) // 4
+
+
+def read_source(source: str, opts: ReadOptions) -> Iterator[Document]:
+    """Documents of one source (a file path or `builtin:stdlib`)."""
+    if source == BUILTIN_STDLIB:
+        from lmforge.data.builtin import iter_stdlib_documents
+
+        yield from iter_stdlib_documents()
+        return
+    src = _Source(source, opts)
+    try:
+        f = open(source, "rb")
+    except OSError as e:
+        raise DataError(f"{source}: cannot be read ({e.strerror})") from e
+    with f:
+        head = f.peek(8192)[:8192] if hasattr(f, "peek") else b""
+        if _looks_binary(head):
+            src.warn(f"{source}: looks binary (NUL bytes or mostly invalid UTF-8); rejected as binary")
+            d = Document(source, head[:PREVIEW_BYTES].decode("utf-8", "replace"), {"source": source, "line": 1})
+            yield src.reject(d, "binary", "file looks binary")
+            return
+        reader = _read_jsonl if _ext(source) in JSONL_EXTS else _read_text
+        yield from reader(src, f)

@@ -1,0 +1,182 @@
+"""Chains the stages for `lmforge run`, owning the run directory.
+
+Each stage writes into its own folder of the run directory. Before a stage runs, its fingerprint
+(its config section plus the fingerprint of the stage before it, and for the data stage the input
+files' names, sizes and modification times) is compared with the one in the folder's `_SUCCESS.json`
+marker: equal → skipped; different or missing → the folder is emptied and the stage runs; the marker
+is written last. So a crashed pipeline resumes where it stopped and a changed config reruns exactly
+the stages it affects. Training resumes from its newest complete checkpoint instead of starting
+over (see `lmforge.train.trainer`).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from lmforge.config import Config, dump_config, fingerprint
+from lmforge.errors import LmforgeError
+from lmforge.io import atomic_write_text, is_complete, read_marker, reset_dir, write_marker
+
+STAGES = ("data", "tokenizer", "tokenize", "train", "eval")
+
+
+def _say(msg: str) -> None:
+    print(f"[lmforge] {msg}", file=sys.stderr, flush=True)
+
+
+def default_run_dir(cfg: Config) -> Path:
+    return Path("runs") / cfg.name
+
+
+def prepare_run_dir(cfg: Config, run_dir: Path) -> Path:
+    """Create the run directory and write the resolved config to RUN_DIR/config.yaml."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+    return run_dir
+
+
+def _input_fingerprint(inputs: list[str]) -> list[Any]:
+    """Names, sizes and mtimes of the input files: a changed input reruns the data stage."""
+    out: list[Any] = []
+    for spec in inputs:
+        if spec.startswith("builtin:"):
+            out.append([spec, sys.version])
+            continue
+        paths = [Path(spec)] if Path(spec).exists() else [Path(p) for p in sorted(glob.glob(spec, recursive=True))]
+        files: list[Path] = []
+        for p in paths:
+            files.extend(sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p])
+        for f in files:
+            st = f.stat()
+            out.append([str(f), st.st_size, st.st_mtime_ns])
+        if not files:
+            out.append([spec, None])
+    return out
+
+
+def _stage_fingerprints(cfg: Config) -> dict[str, str]:
+    fps: dict[str, str] = {}
+    fps["data"] = fingerprint(cfg.data, _input_fingerprint(cfg.data.inputs))
+    fps["tokenizer"] = fingerprint(cfg.tokenizer, fps["data"])
+    fps["tokenize"] = fingerprint(cfg.tokens, fps["tokenizer"])
+    fps["train"] = fingerprint(cfg.model, cfg.train, fps["tokenize"])
+    return fps
+
+
+def _run_stage(name: str, out_dir: Path, fp: str, fn, force: bool) -> bool:
+    if not force and is_complete(out_dir, fp):
+        _say(f"{name}: up to date, skipped ({out_dir})")
+        return False
+    _say(f"{name}: running → {out_dir}")
+    reset_dir(out_dir)
+    fn()
+    write_marker(out_dir, fp, stage=name)
+    return True
+
+
+def _require(run_dir: Path, stage: str, folder: str) -> None:
+    if read_marker(run_dir / folder) is None:
+        raise LmforgeError(f"{run_dir / folder} is missing or incomplete: run `lmforge {stage}` "
+                           f"(or `lmforge run CONFIG`) with --run-dir {run_dir} first")
+
+
+def run_data(cfg: Config, run_dir: Path, *, force: bool = False) -> bool:
+    from lmforge.data.pipeline import run_data_stage
+
+    out = run_dir / "data"
+    fp = _stage_fingerprints(cfg)["data"]
+    return _run_stage("data", out, fp, lambda: run_data_stage(cfg.data, out, progress=cfg.train.progress), force)
+
+
+def run_tokenizer(cfg: Config, run_dir: Path, *, force: bool = False) -> bool:
+    from lmforge.data.document import iter_clean_documents
+    from lmforge.tokenizer import train_tokenizer
+
+    _require(run_dir, "data", "data")
+    out = run_dir / "tokenizer"
+    texts = (d.text for d in iter_clean_documents(run_dir / "data"))
+    fp = _stage_fingerprints(cfg)["tokenizer"]
+    return _run_stage("tokenizer", out, fp, lambda: train_tokenizer(cfg.tokenizer, texts, out), force)
+
+
+def run_tokenize(cfg: Config, run_dir: Path, *, force: bool = False) -> bool:
+    from lmforge.tokens.shards import run_tokenize_stage
+
+    _require(run_dir, "data", "data")
+    _require(run_dir, "tokenizer", "tokenizer")
+    out = run_dir / "tokens"
+    fp = _stage_fingerprints(cfg)["tokenize"]
+    return _run_stage("tokenize", out, fp, lambda: run_tokenize_stage(
+        cfg.tokens, run_dir / "data", run_dir / "tokenizer", out, progress=cfg.train.progress), force)
+
+
+def run_train(cfg: Config, run_dir: Path, *, resume: str | None = None) -> dict[str, Any]:
+    _require(run_dir, "tokenize", "tokens")
+    from lmforge.train.trainer import train
+
+    return train(cfg, run_dir, resume=resume)
+
+
+def run_all(cfg: Config, run_dir: Path, *, samples: bool = True) -> dict[str, Any]:
+    """All stages in order; complete ones are skipped, training resumes from its last checkpoint."""
+    run_dir = prepare_run_dir(cfg, run_dir)
+    run_data(cfg, run_dir)
+    run_tokenizer(cfg, run_dir)
+    run_tokenize(cfg, run_dir)
+
+    train_dir = run_dir / "checkpoints"
+    fp = _stage_fingerprints(cfg)["train"]
+    summary: dict[str, Any]
+    if is_complete(train_dir, fp):
+        _say(f"train: up to date, skipped ({train_dir})")
+        summary = {"skipped": True}
+    else:
+        resume = "auto" if (train_dir / "latest").exists() else None
+        if resume:
+            _say("train: resuming from the newest complete checkpoint")
+        _say(f"train: running → {train_dir}")
+        summary = run_train(cfg, run_dir, resume=resume)
+        if summary.get("completed", True):
+            write_marker(train_dir, fp, stage="train")
+
+    from lmforge.eval.perplexity import evaluate_run
+
+    _say("eval: running → " + str(run_dir / "eval"))
+    report = evaluate_run(run_dir, checkpoint="best", cfg=cfg.eval)
+    result: dict[str, Any] = {"run_dir": str(run_dir), "train": summary, "eval": report}
+    if samples:
+        result["samples"] = sample_texts(cfg, run_dir)
+    return result
+
+
+def sample_texts(cfg: Config, run_dir: Path) -> list[dict[str, str]]:
+    from lmforge.eval.generate import generate
+    from lmforge.train.checkpoint import load_for_inference
+
+    model, tok, _ = load_for_inference(run_dir, "best")
+    e = cfg.eval
+    prompts = [e.prompts[i % len(e.prompts)] for i in range(e.num_samples)]
+    outs = generate(model, tok, prompts, max_new_tokens=e.max_new_tokens, temperature=e.temperature,
+                    top_k=e.top_k, top_p=e.top_p, seed=e.seed)
+    return [{"prompt": p, "text": o} for p, o in zip(prompts, outs)]
+
+
+def with_run_name(cfg: Config, run_dir: Path | None) -> Path:
+    return Path(run_dir) if run_dir is not None else default_run_dir(cfg)
+
+
+def cpu_threads_hint() -> None:
+    """A single process should use every core (torchrun sets OMP_NUM_THREADS=1 per process)."""
+    if "OMP_NUM_THREADS" not in os.environ and "LOCAL_RANK" not in os.environ:
+        import torch
+
+        torch.set_num_threads(os.cpu_count() or 1)
+
+
+__all__ = ["STAGES", "prepare_run_dir", "run_all", "run_data", "run_tokenizer", "run_tokenize", "run_train",
+           "sample_texts", "with_run_name"]

@@ -1,0 +1,88 @@
+"""The `Tokenizer` wrapper every later stage uses, and `load_tokenizer`.
+
+All kinds (bpe, char, byte) are stored as one Hugging Face `tokenizer.json`, so one loader (and
+`transformers.PreTrainedTokenizerFast(tokenizer_file=...)`) reads them. `meta.json` beside it records
+the kind, the vocabulary size and the special-token ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from tokenizers import Tokenizer as HFTokenizer
+
+from lmforge.errors import LmforgeError
+
+TOKENIZER_FILE = "tokenizer.json"
+META_FILE = "meta.json"
+REQUIRED_SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
+
+
+def fingerprint_bytes(data: bytes) -> str:
+    """First 16 hex digits of the sha256 of a serialized tokenizer.json."""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+class Tokenizer:
+    """A trained tokenizer: `encode`, `encode_batch`, `decode` and the special-token ids.
+
+    Text that happens to contain a special token's spelling (e.g. "<eos>") is encoded as ordinary
+    text, so a document can never inject control tokens into the token stream.
+    """
+
+    def __init__(self, hf: HFTokenizer, *, fingerprint: str, kind: str, path: Path | None = None) -> None:
+        self.hf = hf
+        self.hf.encode_special_tokens = True  # special tokens come only from the pipeline, never from text
+        self.fingerprint = fingerprint
+        self.kind = kind
+        self.path = path
+        self.vocab_size: int = hf.get_vocab_size(with_added_tokens=True)
+        ids = {t: hf.token_to_id(t) for t in REQUIRED_SPECIALS}
+        missing = [t for t, i in ids.items() if i is None]
+        if missing:
+            where = path or "tokenizer"
+            raise LmforgeError(f"{where}: special tokens {missing} are missing; retrain it with `lmforge tokenizer`")
+        self.pad_id, self.unk_id, self.bos_id, self.eos_id = (ids[t] for t in REQUIRED_SPECIALS)
+        self.special_ids = frozenset(ids.values())
+
+    def encode(self, text: str) -> list[int]:
+        return self.hf.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [e.ids for e in self.hf.encode_batch(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
+        return self.hf.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    def id_to_token(self, i: int) -> str | None:
+        return self.hf.id_to_token(int(i))
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(kind={self.kind!r}, vocab_size={self.vocab_size}, fingerprint={self.fingerprint!r})"
+
+
+def load_tokenizer(path_or_dir: str | Path) -> Tokenizer:
+    """Load `tokenizer.json` (or a directory holding it, with its `meta.json`)."""
+    p = Path(path_or_dir)
+    file = p / TOKENIZER_FILE if p.is_dir() else p
+    if not file.is_file():
+        raise LmforgeError(f"no tokenizer at {file}; train one first with `lmforge tokenizer` (or `lmforge run`)")
+    data = file.read_bytes()
+    try:
+        hf = HFTokenizer.from_str(data.decode("utf-8"))
+    except Exception as e:  # tokenizers raises a bare Exception on malformed JSON
+        raise LmforgeError(f"{file} is not a valid tokenizer.json ({e}); retrain it with `lmforge tokenizer`") from e
+    kind = "bpe"
+    meta_file = file.parent / META_FILE
+    if meta_file.is_file():
+        try:
+            kind = json.loads(meta_file.read_text(encoding="utf-8")).get("kind", "bpe")
+        except json.JSONDecodeError as e:
+            raise LmforgeError(f"{meta_file} is not valid JSON ({e}); retrain with `lmforge tokenizer`") from e
+    return Tokenizer(hf, fingerprint=fingerprint_bytes(data), kind=kind, path=file)

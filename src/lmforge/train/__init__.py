@@ -1,0 +1,1 @@
+"""Stage 4: the training engine (loop, step, optimiser, loss, checkpoints, distributed)."""
