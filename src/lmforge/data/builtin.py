@@ -12,6 +12,7 @@ is identical across runs on the same Python.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import os
@@ -34,9 +35,26 @@ _SKIP_PART = re.compile(r"(^|\.)(_[^.]*|tests?|idle_test|__main__|setup)(\.|$)")
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
+class _Elided:
+    def __repr__(self) -> str:
+        return "..."
+
+
+def _plain_default(p: inspect.Parameter) -> inspect.Parameter:
+    """Keep short literal defaults; others (os.environ, objects) print differently per process."""
+    d = p.default
+    if d is p.empty or d is None or isinstance(d, (bool, int, float)):
+        return p
+    if isinstance(d, (str, bytes)) and len(d) <= 40:
+        return p
+    return p.replace(default=_Elided())
+
+
 def _signature(obj: object) -> str:
     try:
-        return _ADDRESS.sub("", str(inspect.signature(obj)))
+        sig = inspect.signature(obj)
+        sig = sig.replace(parameters=[_plain_default(p) for p in sig.parameters.values()])
+        return _ADDRESS.sub("", str(sig))
     except (TypeError, ValueError):
         return "(...)"
 
@@ -96,7 +114,6 @@ def _dump() -> None:
     """Child-process entry point: print one JSON object per document on stdout."""
     import contextlib
     import io
-
     import pydoc_data.topics
 
     out = sys.stdout
@@ -116,17 +133,28 @@ def _dump() -> None:
 
 
 def iter_stdlib_documents() -> Iterator[Document]:
-    """The `builtin:stdlib` corpus, deterministic for a given Python installation."""
-    env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONIOENCODING": "utf-8", "PYTHONDONTWRITEBYTECODE": "1"}
+    """The `builtin:stdlib` corpus, deterministic for a given Python installation (extracted once per
+    process, then served from memory; each call yields fresh Document objects)."""
+    for doc_id, text, meta in _stdlib_corpus():
+        yield Document(doc_id, text, dict(meta))
+
+
+@functools.lru_cache(maxsize=1)
+def _stdlib_corpus() -> tuple[tuple[str, str, dict], ...]:
+    # A small fixed environment: the corpus must not depend on the caller's variables.
+    env = {k: os.environ[k] for k in ("PATH", "PYTHONPATH", "SYSTEMROOT", "VIRTUAL_ENV") if k in os.environ}
+    env.update(PYTHONHASHSEED="0", PYTHONIOENCODING="utf-8", PYTHONDONTWRITEBYTECODE="1", LC_ALL="C.UTF-8")
     cmd = [sys.executable, "-c", "from lmforge.data.builtin import _dump; _dump()"]
     proc = subprocess.run(cmd, capture_output=True, env=env, stdin=subprocess.DEVNULL, timeout=600)
     if proc.returncode != 0:
         tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
         raise DataError(f"builtin:stdlib: extracting the standard-library corpus failed: {' | '.join(tail)}")
+    out = []
     for n, line in enumerate(proc.stdout.decode("utf-8").splitlines(), 1):
         d = json.loads(line)
         d["meta"]["line"] = n
-        yield Document(d["id"], d["text"], d["meta"])
+        out.append((d["id"], d["text"], d["meta"]))
+    return tuple(out)
 
 
 if __name__ == "__main__":  # pragma: no cover

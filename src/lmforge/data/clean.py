@@ -43,9 +43,35 @@ def normalize_whitespace(text: str) -> str:
     return text.strip("\n")
 
 
-def clean_text(text: str, *, nfc: bool = True, control: bool = True, whitespace: bool = True) -> str:
-    """The cleaning chain of the data stage, in order: newlines/BOM, NFC, control chars, whitespace."""
+def fix_unicode(text: str) -> str:
+    """Repair mojibake and other encoding damage with ftfy ("cafÃ©" -> "café"). Curly quotes, HTML
+    entities in plain text and the like are left as they are: they are content, not damage."""
+    if text.isascii():  # nothing ftfy would change
+        return text
+    import ftfy
+
+    return ftfy.fix_text(text, _ftfy_config())
+
+
+def _ftfy_config():  # noqa: ANN202 - ftfy.TextFixerConfig, imported lazily
+    global _FTFY
+    if _FTFY is None:
+        import ftfy
+
+        _FTFY = ftfy.TextFixerConfig(unescape_html=False, uncurl_quotes=False, normalization=None, explain=False)
+    return _FTFY
+
+
+_FTFY = None
+
+
+def clean_text(text: str, *, fix: bool = False, nfc: bool = True, control: bool = True,
+               whitespace: bool = True) -> str:
+    """The cleaning chain of the data stage, in order: newlines/BOM, ftfy repair, NFC, control chars,
+    whitespace."""
     text = normalize_newlines(text)
+    if fix:
+        text = fix_unicode(text)
     if nfc and not text.isascii():
         text = unicodedata.normalize("NFC", text)
     if control:
@@ -66,9 +92,9 @@ class CleanStep(Step):
 
     name = "clean"
 
-    def __init__(self, *, nfc: bool = True, control: bool = True, whitespace: bool = True) -> None:
+    def __init__(self, *, fix: bool = False, nfc: bool = True, control: bool = True, whitespace: bool = True) -> None:
         super().__init__()
-        self.kw = {"nfc": nfc, "control": control, "whitespace": whitespace}
+        self.kw = {"fix": fix, "nfc": nfc, "control": control, "whitespace": whitespace}
 
     def process(self, doc: Document) -> Document:
         doc.text = clean_text(doc.text, **self.kw)

@@ -1,17 +1,22 @@
-"""Stage 1 driver: read → clean → filter → dedup → clean shards + rejects + report.
+"""Stage 1 driver: read → extract → clean → filter → dedup → clean shards + rejects + report.
 
     report = run_data_stage(cfg.data, run_dir / "data")
 
-Every input record ends up either in `clean-NNNNN.jsonl.zst` or in
-`rejected/rejected-NNNNN.jsonl.zst` with `meta.reject_reason`; `report.json` counts both.
+Every input record ends up either in `clean-NNNNN.jsonl.zst` or in `rejected/rejected-*.jsonl.zst`
+with `meta.reject_reason`; `report.json` counts both.
+
+Two phases (see `executor.py` for running them as N processes or N cluster tasks):
+1. per rank — read its share of the inputs, extract, clean, filter, compute dedup signatures;
+2. merge — one ordered pass over all ranks' documents takes the dedup decisions and writes the
+   clean shards, so the output is the same for any number of workers.
 """
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
-from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,37 +24,70 @@ from tqdm import tqdm
 
 from lmforge.config import DataConfig
 from lmforge.data.clean import CleanStep
-from lmforge.data.dedup import ExactDedup
+from lmforge.data.dedup import ExactDedup, NearDedup
 from lmforge.data.document import Document, ShardWriter
-from lmforge.data.filters.base import Filter, Step, StepStats
-from lmforge.data.filters.heuristic import LengthFilter
+from lmforge.data.extract import HtmlExtract
+from lmforge.data.filters.base import Filter, Step
+from lmforge.data.filters.heuristic import GopherQualityFilter, GopherRepetitionFilter, LengthFilter
 from lmforge.data.readers import ReadOptions, expand_inputs, read_source
-from lmforge.data.stats import length_summary, render_markdown
+from lmforge.data.stats import LengthRecorder, build_report, write_report
 from lmforge.errors import DataError
-from lmforge.io import atomic_write_json, atomic_write_text
 
-__all__ = ["Filter", "Step", "build_steps", "run_data_stage"]
-
-# What to change when a reason rejects everything.
-ADVICE = {
-    "too_short": "lower data.min_chars",
-    "too_long": "raise data.max_chars",
-    "duplicate": "set data.dedup=false",
-    "invalid_utf8": "set data.encoding_errors=replace",
-    "malformed_json": "fix the JSONL lines listed in rejected/",
-    "missing_field": "set data.text_field to the field that holds the text",
-    "binary": "point data.inputs at text files",
-}
+__all__ = ["Filter", "Step", "build_merge_steps", "build_rank_steps", "run_data_stage"]
 
 
-def build_steps(cfg: DataConfig) -> list[Step]:
-    """The configured steps, in order."""
-    steps: list[Step] = [CleanStep(nfc=cfg.normalize_unicode, control=cfg.strip_control,
-                                   whitespace=cfg.normalize_whitespace),
-                         LengthFilter(min_chars=cfg.min_chars, max_chars=cfg.max_chars)]
-    if cfg.dedup:
-        steps.append(ExactDedup())
+def build_rank_steps(cfg: DataConfig) -> list[Step]:
+    """Steps that see one document at a time (any worker can run them), in order."""
+    steps: list[Step] = [
+        HtmlExtract(extractor=cfg.html_extractor, favor=cfg.html_favor, comments=cfg.html_comments),
+        CleanStep(fix=cfg.fix_unicode, nfc=cfg.normalize_unicode, control=cfg.strip_control,
+                  whitespace=cfg.normalize_whitespace),
+        LengthFilter(min_chars=cfg.min_chars, max_chars=cfg.max_chars, min_words=cfg.min_words,
+                     max_words=cfg.max_words),
+    ]
+    if cfg.language.enabled:
+        from lmforge.data.filters.language import LanguageFilter
+
+        steps.append(LanguageFilter(cfg.language))
+    if cfg.gopher_repetition.enabled:
+        steps.append(GopherRepetitionFilter(cfg.gopher_repetition))
+    if cfg.gopher_quality.enabled:
+        steps.append(GopherQualityFilter(cfg.gopher_quality))
+    if cfg.c4.enabled or cfg.fineweb.enabled:
+        from lmforge.data.filters.web import C4Filter, FineWebFilter
+
+        steps += [C4Filter(cfg.c4)] if cfg.c4.enabled else []
+        steps += [FineWebFilter(cfg.fineweb)] if cfg.fineweb.enabled else []
+    if cfg.perplexity.enabled:
+        from lmforge.data.filters.perplexity import PerplexityFilter
+
+        steps.append(PerplexityFilter(cfg.perplexity))
+    if cfg.dedup or cfg.near_dedup.enabled:
+        steps.append(Signatures(cfg))
     return steps
+
+
+def build_merge_steps(cfg: DataConfig) -> list[Step]:
+    """Steps that need every document in input order (the dedup decisions)."""
+    return ([ExactDedup()] if cfg.dedup else []) + ([NearDedup(cfg.near_dedup)] if cfg.near_dedup.enabled else [])
+
+
+class Signatures(Step):
+    """Computes the dedup signatures where the document is (in parallel); the merge only compares them."""
+
+    name = "dedup_signatures"
+
+    def __init__(self, cfg: DataConfig) -> None:
+        super().__init__()
+        self.exact = cfg.dedup
+        self.near = NearDedup(cfg.near_dedup) if cfg.near_dedup.enabled else None
+
+    def process(self, doc: Document) -> Document:
+        if self.exact:
+            ExactDedup.signature(doc)
+        if self.near is not None:
+            self.near.signature(doc)
+        return doc
 
 
 def read_options(cfg: DataConfig) -> ReadOptions:
@@ -59,95 +97,156 @@ def read_options(cfg: DataConfig) -> ReadOptions:
                        max_record_bytes=4 * cfg.max_chars + 64)
 
 
-class _Reader(Step):
-    """Step 0: sources → documents; records the reader could not use go straight to the rejects."""
+class Reader(Step):
+    """Step 0: sources → documents, each stamped with its global order `meta._o = [source, n]`;
+    records the readers could not use go straight to the rejects."""
 
     name = "read"
 
-    def __init__(self, sources: list[str], opts: ReadOptions) -> None:
+    def __init__(self, sources: list[tuple[int, str]], opts: ReadOptions) -> None:
         super().__init__()
         self.sources, self.opts = sources, opts
         self.utf8_replaced = self.utf8_docs = 0
         self.empty_sources: list[str] = []
+        self.skipped_records: dict[str, int] = {}
 
     def documents(self) -> Iterator[Document]:
         st = self.stats
-        for source in self.sources:
+        for index, source in self.sources:
             n0 = st.docs_in
-            for doc in read_source(source, self.opts):
+            records = read_source(source, self.opts, self.skipped_records)
+            for n in itertools.count():
+                t0 = time.perf_counter()
+                doc = next(records, None)
+                st.seconds += time.perf_counter() - t0
+                if doc is None:
+                    break
+                n_bytes = len(doc.text.encode("utf-8", "surrogatepass"))
                 st.docs_in += 1
-                st.bytes_in += len(doc.text.encode("utf-8", "surrogatepass"))
+                st.bytes_in += n_bytes
+                doc.meta["_o"] = [index, n]
                 if bad := doc.meta.get("utf8_replaced"):
                     self.utf8_replaced += bad
                     self.utf8_docs += 1
-                if reason := doc.meta.get("reject_reason"):
-                    doc.meta.pop("reject_reason")
+                if reason := doc.meta.pop("reject_reason", None):
                     self.reject(doc, reason)
                     continue
                 st.docs_out += 1
+                st.bytes_out += n_bytes
                 yield doc
             if st.docs_in == n0:
                 self.empty_sources.append(source)
 
 
-def run_data_stage(cfg: DataConfig, out_dir: Path, *, progress: bool = True) -> dict[str, Any]:
-    """Run stage 1 into `out_dir` (expected empty) and return the report (also in report.json)."""
-    t0 = time.perf_counter()
-    out_dir = Path(out_dir)
-    reader = _Reader(expand_inputs(cfg.inputs), read_options(cfg))
-    steps = build_steps(cfg)
-    lengths = array("Q")
-    with ShardWriter(out_dir, "clean", cfg.shard_docs) as clean, \
-            ShardWriter(out_dir / "rejected", "rejected", cfg.shard_docs) as rejected:
-        for s in (reader, *steps):
-            s.sink = rejected.write
-        stream: Iterator[Document] = reader.documents()
-        for s in steps:
-            stream = s.run(stream)
-        bar = tqdm(stream, unit="doc", desc="data", disable=not progress, file=sys.stderr, mininterval=0.5)
-        bytes_out = 0
-        for doc in bar:
+class RankTask:
+    """Phase 1 for one rank: its sources (source i belongs to rank i % world_size) through the rank steps."""
+
+    def __init__(self, cfg: DataConfig, sources: list[str], rank: int, world_size: int,
+                 sink: Callable[[Document], None]) -> None:
+        mine = [(i, s) for i, s in enumerate(sources) if i % world_size == rank]
+        self.reader = Reader(mine, read_options(cfg))
+        self.steps = build_rank_steps(cfg)
+        self.rank, self.world_size = rank, world_size
+        for s in (self.reader, *self.steps):
+            s.sink = _strip_private(sink)
+
+    def documents(self) -> Iterator[Document]:
+        stream = self.reader.documents()
+        for s in self.steps:
+            stream = s.run(stream, self.rank, self.world_size)
+        return stream
+
+    def state(self) -> dict[str, Any]:
+        """Counts of this rank, JSON-serialisable, for the merge's report."""
+        r = self.reader
+        length = next(s for s in self.steps if isinstance(s, LengthFilter))
+        langs = next((s.counts for s in self.steps if s.name == "language"), {})
+        return {"steps": [s.stats.state() for s in (r, *self.steps)], "sources": len(r.sources),
+                "utf8_replaced": r.utf8_replaced, "utf8_docs": r.utf8_docs, "empty_sources": r.empty_sources,
+                "skipped_records": r.skipped_records, "languages_seen": langs,
+                "lengths_before": length.observed.tolist()}
+
+
+def _strip_private(sink: Callable[[Document], None]) -> Callable[[Document], None]:
+    def write(doc: Document) -> None:
+        for k in [k for k in doc.meta if k.startswith("_")]:
+            del doc.meta[k]
+        sink(doc)
+    return write
+
+
+def finish(cfg: DataConfig, out_dir: Path, stream: Iterator[Document], states: Callable[[], list[dict]],
+           rejected: ShardWriter, *, progress: bool, t0: float) -> dict[str, Any]:
+    """Phase 2: dedup decisions in input order, clean shards, report. `states` is called after the
+    stream is exhausted (the rank counts are complete only then)."""
+    merge_steps = build_merge_steps(cfg)
+    for s in merge_steps:
+        s.sink = _strip_private(rejected.write)
+        stream = s.run(stream)
+    rec = LengthRecorder(cfg.tokenizer)
+    with ShardWriter(out_dir, "clean", cfg.shard_docs) as clean:
+        for doc in tqdm(stream, unit="doc", desc="data", disable=not progress, file=sys.stderr, mininterval=0.5):
+            for k in [k for k in doc.meta if k.startswith("_")]:
+                del doc.meta[k]
             clean.write(doc)
-            lengths.append(len(doc.text))
-            bytes_out += len(doc.text.encode("utf-8"))
-    report = _report(cfg, reader, steps, lengths, bytes_out, time.perf_counter() - t0, clean, rejected)
-    if reader.stats.docs_in == 0:
-        raise DataError(f"the corpus is empty: data.inputs {cfg.inputs} gave {len(reader.sources)} source(s) "
-                        f"but no documents (empty files: {', '.join(reader.empty_sources[:5])}); "
-                        "point data.inputs at files that hold text")
-    atomic_write_json(out_dir / "report.json", report)
-    atomic_write_text(out_dir / "report.md", render_markdown(report))
-    if report["documents_out"] == 0:
-        top = sorted(report["rejected"].items(), key=lambda kv: -kv[1]["count"])[:3]
-        why = "; ".join(f"{r}: {v['count']} ({ADVICE.get(r, 'see rejected/')})" for r, v in top)
-        raise DataError(f"nothing left after filtering: all {report['documents_in']} documents were rejected "
-                        f"— {why}. Details in {out_dir / 'report.md'}")
+            rec.add(doc)
+        rec.flush()
+    rejected.close()
+    report = build_report(cfg, states(), merge_steps, rec, time.perf_counter() - t0,
+                          [p.name for p in clean.paths], sorted(p.name for p in (out_dir / "rejected").glob("*.zst")))
+    write_report(cfg, out_dir, report, rec)
+    check_outcome(cfg, out_dir, report)
     return report
 
 
-def _report(cfg: DataConfig, reader: _Reader, steps: list[Step], lengths: array, bytes_out: int,
-            seconds: float, clean: ShardWriter, rejected: ShardWriter) -> dict[str, Any]:
-    total = StepStats("all")
-    for s in (reader, *steps):
-        total.merge(s.stats)
-    n_in = reader.stats.docs_in
-    return {
-        "inputs": list(cfg.inputs),
-        "sources": len(reader.sources),
-        "empty_sources": reader.empty_sources,
-        "documents_in": n_in,
-        "bytes_in": reader.stats.bytes_in,
-        "documents_out": len(lengths),
-        "bytes_out": bytes_out,
-        "documents_rejected": sum(total.rejects.values()),
-        "rejected": {r: {"count": c, "examples": total.examples.get(r, [])}
-                     for r, c in sorted(total.rejects.items(), key=lambda kv: (-kv[1], kv[0]))},
-        "encoding": {"policy": cfg.encoding_errors, "utf8_replaced": reader.utf8_replaced,
-                     "documents": reader.utf8_docs},
-        "length_chars": length_summary(lengths),
-        "steps": [s.stats.to_dict() for s in (reader, *steps)],
-        "shards": [p.name for p in clean.paths],
-        "rejected_shards": [f"rejected/{p.name}" for p in rejected.paths],
-        "seconds": round(seconds, 3),
-        "docs_per_second": round(n_in / seconds, 1) if seconds > 0 else 0.0,
-    }
+# What to change when a reason rejects everything.
+ADVICE = {
+    "too_short": "lower data.min_chars", "too_long": "raise data.max_chars",
+    "too_few_words": "lower data.min_words", "too_many_words": "raise data.max_words",
+    "duplicate": "set data.dedup=false", "near_duplicate": "set data.near_dedup.enabled=false",
+    "invalid_utf8": "set data.encoding_errors=replace", "malformed_json": "fix the JSONL lines listed in rejected/",
+    "missing_field": "set data.text_field to the field that holds the text", "binary": "point data.inputs at text",
+    "wrong_language": "add the language to data.language.languages",
+    "low_language_score": "lower data.language.min_score",
+    "perplexity_too_high": "raise data.perplexity.max_perplexity", "no_text": "check the HTML inputs",
+}
+_PREFIX_ADVICE = {"gopher_": "data.gopher_quality / data.gopher_repetition", "c4_": "data.c4",
+                  "fineweb_": "data.fineweb"}
+
+
+def _advice(reason: str) -> str:
+    if reason in ADVICE:
+        return ADVICE[reason]
+    for prefix, key in _PREFIX_ADVICE.items():
+        if reason.startswith(prefix):
+            return f"loosen or disable {key}"
+    return "see rejected/"
+
+
+def check_outcome(cfg: DataConfig, out_dir: Path, report: dict[str, Any]) -> None:
+    """Raise DataError when the corpus was empty or nothing survived (the report is written first)."""
+    if report["documents_in"] == 0:
+        empty = ", ".join(report["empty_sources"][:5])
+        raise DataError(f"the corpus is empty: data.inputs {cfg.inputs} gave {report['sources']} source(s) "
+                        f"but no documents (empty: {empty}); point data.inputs at files that hold text")
+    if report["documents_out"] == 0:
+        top = sorted(report["rejected"].items(), key=lambda kv: -kv[1]["count"])[:3]
+        why = "; ".join(f"{r}: {v['count']} ({_advice(r)})" for r, v in top)
+        raise DataError(f"nothing left after filtering: all {report['documents_in']} documents were rejected "
+                        f"— {why}. Details in {out_dir / 'report.md'}")
+
+
+def run_data_stage(cfg: DataConfig, out_dir: Path, *, progress: bool = True) -> dict[str, Any]:
+    """Run stage 1 into `out_dir` (expected empty) and return the report (also in report.json).
+    With `cfg.workers > 1` the rank phase runs in that many local processes."""
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    sources = expand_inputs(cfg.inputs)
+    if cfg.workers > 1:
+        from lmforge.data.executor import run_local
+
+        return run_local(cfg, out_dir, sources, progress=progress, t0=t0)
+    with ShardWriter(out_dir / "rejected", "rejected", cfg.shard_docs) as rejected:
+        task = RankTask(cfg, sources, 0, 1, rejected.write)
+        return finish(cfg, out_dir, task.documents(), lambda: [task.state()], rejected, progress=progress, t0=t0)
+

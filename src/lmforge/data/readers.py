@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import glob
+import gzip
+import io
 import itertools
 import json
 import re
@@ -22,13 +24,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import zstandard
+
 from lmforge.data.document import Document
+from lmforge.data.readers_web import read_html, read_warc
 from lmforge.errors import DataError
 
 BUILTIN_STDLIB = "builtin:stdlib"
 TEXT_EXTS = (".txt", ".text", ".md", ".rst")
 JSONL_EXTS = (".jsonl", ".ndjson")
-SUPPORTED_EXTS = TEXT_EXTS + JSONL_EXTS
+HTML_EXTS = (".html", ".htm", ".xhtml")
+WARC_EXTS = (".warc", ".wet", ".arc")
+PARQUET_EXTS = (".parquet",)
+COMPRESSED_EXTS = (".gz", ".zst")
+SUPPORTED_EXTS = TEXT_EXTS + JSONL_EXTS + HTML_EXTS + WARC_EXTS + PARQUET_EXTS
 _BOM = b"\xef\xbb\xbf"
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 PREVIEW_BYTES = 2000  # how much of an over-long record is kept in its reject
@@ -74,7 +83,7 @@ def expand_inputs(inputs: list[str]) -> list[str]:
             out.extend(matches)
         elif Path(item).is_dir():
             files = sorted(str(p) for p in Path(item).rglob("*")
-                           if p.is_file() and _ext(p.name) in SUPPORTED_EXTS and not p.name.startswith("."))
+                           if p.is_file() and file_format(p.name) != "unknown" and not p.name.startswith("."))
             if not files:
                 raise DataError(f"data.inputs: the directory {item} holds no readable files "
                                 f"(looked for {', '.join(SUPPORTED_EXTS)})")
@@ -88,6 +97,32 @@ def expand_inputs(inputs: list[str]) -> list[str]:
 
 def _ext(name: str) -> str:
     return Path(name).suffix.lower()
+
+
+def file_format(name: str) -> str:
+    """`text`, `jsonl`, `html`, `warc`, `parquet` or `unknown`, from the name (`.gz`/`.zst` looked through)."""
+    name = name.lower()
+    for comp in COMPRESSED_EXTS:
+        if name.endswith(comp):
+            name = name[: -len(comp)]
+            break
+    ext = _ext(name)
+    for fmt, exts in (("text", TEXT_EXTS), ("jsonl", JSONL_EXTS), ("html", HTML_EXTS), ("warc", WARC_EXTS),
+                      ("parquet", PARQUET_EXTS)):
+        if ext in exts:
+            return fmt
+    return "unknown"
+
+
+def open_stream(path: str) -> IO[bytes]:
+    """A buffered binary stream of the file's content, decompressing `.gz` and `.zst` on the fly."""
+    low = path.lower()
+    if low.endswith(".gz"):
+        return gzip.open(path, "rb")  # multi-member aware; raises EOFError when truncated
+    if low.endswith(".zst"):
+        raw = open(path, "rb")
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True), 1 << 16)
+    return open(path, "rb")
 
 
 def decode(raw: bytes, policy: str) -> tuple[str, int]:
@@ -118,6 +153,7 @@ def _records(f: IO[bytes], cap: int) -> Iterator[tuple[int, bytes, int]]:
                 chunk = f.readline(1 << 20)
                 total += len(chunk)
                 if not chunk or chunk.endswith(b"\n"):
+                    total -= len(chunk) - len(chunk.rstrip(b"\r\n"))
                     break
             yield n, head, total
             continue
@@ -131,6 +167,7 @@ class _Source:
     def __init__(self, path: str, opts: ReadOptions) -> None:
         self.path, self.opts = path, opts
         self.warn = opts.warn or _Warner()
+        self.skipped: dict[str, int] = {}  # WARC records that are not documents, by type
 
     def doc(self, raw: bytes, line: int, doc_id: str | None = None, total: int | None = None,
             **meta: Any) -> Document:
@@ -247,24 +284,82 @@ def _looks_binary(head: bytes) -> bool:
     return text.count("\ufffd") > len(text) // 4
 
 
-def read_source(source: str, opts: ReadOptions) -> Iterator[Document]:
-    """Documents of one source (a file path or `builtin:stdlib`)."""
+def read_source(source: str, opts: ReadOptions, skipped: dict[str, int] | None = None) -> Iterator[Document]:
+    """Documents of one source (a file path or `builtin:stdlib`). A file that is cut short (truncated
+    .gz/.zst, unreadable parquet) yields the documents read so far, then one `corrupt_input` reject."""
     if source == BUILTIN_STDLIB:
         from lmforge.data.builtin import iter_stdlib_documents
 
         yield from iter_stdlib_documents()
         return
     src = _Source(source, opts)
+    fmt = file_format(source)
+    n = 0
     try:
-        f = open(source, "rb")
-    except OSError as e:
-        raise DataError(f"{source}: cannot be read ({e.strerror})") from e
-    with f:
-        head = f.peek(8192)[:8192] if hasattr(f, "peek") else b""
-        if _looks_binary(head):
-            src.warn(f"{source}: looks binary (NUL bytes or mostly invalid UTF-8); rejected as binary")
-            d = Document(source, head[:PREVIEW_BYTES].decode("utf-8", "replace"), {"source": source, "line": 1})
-            yield src.reject(d, "binary", "file looks binary")
+        if fmt == "parquet":
+            yield from _read_parquet(src)
             return
-        reader = _read_jsonl if _ext(source) in JSONL_EXTS else _read_text
-        yield from reader(src, f)
+        with open_stream(source) as f:
+            head = f.peek(8192)[:8192] if fmt in ("text", "jsonl", "unknown") else b""
+            if _looks_binary(head):
+                src.warn(f"{source}: looks binary (NUL bytes or mostly invalid UTF-8); rejected as binary")
+                d = Document(source, head[:PREVIEW_BYTES].decode("utf-8", "replace"), {"source": source, "line": 1})
+                yield src.reject(d, "binary", "file looks binary")
+                return
+            for n, d in enumerate(_READERS[fmt](src, f), 1):  # noqa: B007 - n is used after the loop
+                yield d
+    except FileNotFoundError as e:
+        raise DataError(f"{source}: disappeared while reading ({e.strerror})") from e
+    except (EOFError, OSError, zstandard.ZstdError, ValueError) as e:
+        if isinstance(e, DataError):
+            raise
+        detail = f"unreadable after {n} record(s): {type(e).__name__}: {e}"
+        d = Document(f"{source}:corrupt", "", {"source": source, "line": n + 1})
+        yield src.error(d, "corrupt_input", detail)
+    finally:
+        if skipped is not None:
+            for k, v in src.skipped.items():
+                skipped[k] = skipped.get(k, 0) + v
+
+
+def _read_parquet(src: _Source) -> Iterator[Document]:
+    import pyarrow.parquet as pq
+
+    opts = src.opts
+    pf = pq.ParquetFile(src.path)
+    names = pf.schema_arrow.names
+    if opts.text_field not in names:
+        d = Document(f"{src.path}:schema", "", {"source": src.path, "line": 0, "columns": names})
+        yield src.error(d, "missing_field", f"no column {opts.text_field!r} (columns: {', '.join(names[:10])}; "
+                                            "see data.text_field)")
+        return
+    row = 0
+    for batch in pf.iter_batches(batch_size=1024):  # one batch in memory at a time
+        for rec in batch.to_pylist():
+            row += 1
+            text = rec.pop(opts.text_field)
+            doc_id = rec.pop(opts.id_field, None) if opts.id_field else None
+            meta = {k: _json_safe(v) for k, v in rec.items()}
+            meta.update(source=src.path, line=row)
+            d = Document(str(doc_id) if doc_id is not None else f"{src.path}:{row}", text or "", meta)
+            if not isinstance(text, str):
+                yield src.error(d, "missing_field", f"text field {opts.text_field!r} is null or not a string")
+                continue
+            if len(text) * 1 > opts.max_record_bytes:
+                d.text, d.meta["truncated"] = text[:PREVIEW_BYTES], True
+                yield src.reject(d, "too_long", None)
+                continue
+            yield d
+
+
+def _json_safe(v: Any) -> Any:
+    if v is None or isinstance(v, (str, int, float, bool)):
+        return v
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _json_safe(x) for k, x in v.items()}
+    return str(v)
+
+
+_READERS = {"text": _read_text, "unknown": _read_text, "jsonl": _read_jsonl, "html": read_html, "warc": read_warc}

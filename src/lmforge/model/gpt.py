@@ -16,6 +16,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from lmforge.config import ModelConfig
 
@@ -153,6 +154,8 @@ class GPT(nn.Module):
         if cfg.vocab_size <= 0:
             raise ValueError("ModelConfig.vocab_size must be set (it is taken from the tokenizer)")
         self.cfg = cfg
+        self.grad_checkpointing = False
+        """Recompute each block in the backward pass (set by the trainer from train.grad_checkpointing)."""
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.pos_emb == "learned" else None
         self.rope = Rotary(cfg.n_embd // cfg.n_head, cfg.block_size, cfg.rope_theta) if cfg.pos_emb == "rope" else None
@@ -202,7 +205,11 @@ class GPT(nn.Module):
             x = x + self.wpe(positions)
         x = self.drop(x)
         for block in self.blocks:
-            x = block(x, self.rope, positions, mask, kv_cache)
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                # keep only the block input; recompute its activations during backward (RNG replayed)
+                x = checkpoint(block, x, self.rope, positions, mask, kv_cache, use_reentrant=False)
+            else:
+                x = block(x, self.rope, positions, mask, kv_cache)
         if kv_cache is not None:
             kv_cache.pos += T
         return self.lm_head(self.ln_f(x))  # (B, T, V)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 
+from lmforge.train.distributed import all_reduce_sum
 from lmforge.train.loss import lm_loss, loss_denominator
 
 
@@ -61,9 +61,7 @@ def _forward_loss(model: nn.Module, batch: Any, s: StepSettings):
 def step_denominator(micro_batches: Sequence[Any], s: StepSettings) -> float:
     count = sum(loss_denominator(b.targets, getattr(b, "loss_mask", None), s.loss_norm) for b in micro_batches)
     if s.world_size > 1:
-        t = torch.tensor([count], dtype=torch.float64)
-        dist.all_reduce(t)  # gloo and nccl both accept a CPU float64 scalar via the default group
-        count = float(t.item())
+        count = float(all_reduce_sum(torch.tensor([count], dtype=torch.float64)).item())
     return count
 
 
@@ -92,7 +90,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches
     if hasattr(norm, "full_tensor"):  # FSDP2: a DTensor
         norm = norm.full_tensor()
     if s.world_size > 1:
-        dist.all_reduce(ce_sum)
+        ce_sum = all_reduce_sum(ce_sum)
     loss_v, norm_v = torch.stack([ce_sum.float(), norm.float().to(ce_sum.device)]).tolist()
     # fp16: overflowing gradients are the scaler's business (it skips and lowers the scale), not a fault
     bad = not math.isfinite(loss_v) or (s.scaler is None and not math.isfinite(norm_v))

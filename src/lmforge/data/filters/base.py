@@ -47,6 +47,15 @@ class StepStats:
             mine = self.examples.setdefault(reason, [])
             mine.extend(exs[: EXAMPLES_PER_REASON - len(mine)])
 
+    def state(self) -> dict[str, Any]:
+        """Everything, examples included, as JSON (to carry a worker's counts to the merge)."""
+        return {**self.to_dict(), "seconds": self.seconds, "examples": self.examples}
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any]) -> StepStats:
+        return cls(d["name"], d["docs_in"], d["docs_out"], d["bytes_in"], d["bytes_out"], d["seconds"],
+                   Counter(d["rejected"]), {k: list(v) for k, v in d["examples"].items()})
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "docs_in": self.docs_in, "docs_out": self.docs_out,
                 "bytes_in": self.bytes_in, "bytes_out": self.bytes_out, "seconds": round(self.seconds, 3),
@@ -56,7 +65,8 @@ class StepStats:
 def example(doc: Document) -> dict[str, Any]:
     """A short, JSON-safe picture of a document for the report."""
     text = doc.text if len(doc.text) <= PREVIEW_CHARS else doc.text[:PREVIEW_CHARS] + "…"
-    ex = {"id": doc.id, "source": doc.meta.get("source"), "line": doc.meta.get("line"), "text": text}
+    ex = {"id": doc.id, "source": doc.meta.get("source"), "line": doc.meta.get("line", doc.meta.get("record")),
+          "text": text}
     for key in ("reject_detail", "duplicate_of"):
         if key in doc.meta:
             ex[key] = doc.meta[key]

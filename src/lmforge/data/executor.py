@@ -1,0 +1,116 @@
+"""Run the data stage as N processes on this machine, or as N tasks of a cluster scheduler.
+
+Phase 1 (`run_data_task`, one per rank) reads the sources of its rank (source i goes to rank
+i % world_size), runs the rank steps and writes, under `OUT/_work/rank-RRRRR/`, its documents (with
+their dedup signatures and global order), its rejects and its counts, then a completion marker. A
+rank whose marker matches the config and inputs is skipped on rerun, so a crashed run redoes only
+the unfinished ranks. Phase 2 (`merge_data_tasks`) merges the ranks' documents back into input
+order, takes the dedup decisions and writes the clean shards and the report.
+
+On a cluster (Slurm array, N machines sharing a file system):
+
+    # task R of W (e.g. R=$SLURM_ARRAY_TASK_ID)
+    python -c "from lmforge.config import load_config; from lmforge.data.executor import run_data_task; \\
+               run_data_task(load_config('cfg.yaml').data, 'runs/x/data', R, W)"
+    # once every task has finished
+    python -c "... from lmforge.data.executor import merge_data_tasks; merge_data_tasks(cfg.data, 'runs/x/data', W)"
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import multiprocessing
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from lmforge.config import DataConfig, fingerprint
+from lmforge.data.document import Document, ShardWriter, read_shard
+from lmforge.data.readers import expand_inputs
+from lmforge.errors import DataError
+from lmforge.io import atomic_write_json, is_complete, write_marker
+
+WORK = "_work"
+_BIG_SHARD = 1_000_000  # intermediate shards: few, large files
+
+
+def _rank_dir(out_dir: Path, rank: int) -> Path:
+    return Path(out_dir) / WORK / f"rank-{rank:05d}"
+
+
+def _task_fingerprint(cfg: DataConfig, sources: list[str], rank: int, world_size: int) -> str:
+    return fingerprint(cfg, sources, rank, world_size)
+
+
+def run_data_task(cfg: DataConfig, out_dir: str | Path, rank: int, world_size: int) -> bool:
+    """Phase 1 for `rank` of `world_size`. Returns False when the rank was already complete."""
+    from lmforge.data.pipeline import RankTask
+
+    if not 0 <= rank < world_size:
+        raise DataError(f"rank {rank} is outside 0..{world_size - 1}")
+    sources = expand_inputs(cfg.inputs)
+    d = _rank_dir(Path(out_dir), rank)
+    fp = _task_fingerprint(cfg, sources, rank, world_size)
+    if is_complete(d, fp):
+        return False
+    if d.exists():
+        shutil.rmtree(d)  # a crashed attempt: start the rank again
+    with ShardWriter(d, "docs", _BIG_SHARD) as docs, ShardWriter(d, "rejected", cfg.shard_docs) as rejected:
+        task = RankTask(cfg, sources, rank, world_size, rejected.write)
+        for doc in task.documents():
+            docs.write(doc)
+    atomic_write_json(d / "state.json", task.state())
+    write_marker(d, fp, rank=rank, world_size=world_size)
+    return True
+
+
+def _rank_docs(d: Path) -> Iterator[Document]:
+    for p in sorted(d.glob("docs-*.jsonl.zst")):
+        yield from read_shard(p)
+
+
+def merge_data_tasks(cfg: DataConfig, out_dir: str | Path, world_size: int, *, progress: bool = True,
+                     t0: float | None = None) -> dict[str, Any]:
+    """Phase 2: needs every rank's marker; writes clean shards, rejects and the report."""
+    from lmforge.data.pipeline import finish
+
+    t0 = time.perf_counter() if t0 is None else t0
+    out_dir = Path(out_dir)
+    sources = expand_inputs(cfg.inputs)
+    dirs = [_rank_dir(out_dir, r) for r in range(world_size)]
+    missing = [r for r, d in enumerate(dirs) if not is_complete(d, _task_fingerprint(cfg, sources, r, world_size))]
+    if missing:
+        raise DataError(f"data ranks {missing} of {world_size} have not finished (or ran with another config); "
+                        "run them with run_data_task before merging")
+    rej_dir = out_dir / "rejected"
+    rej_dir.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for d in dirs:  # rank rejects keep their content; they are renamed into one sequence
+        for p in sorted(d.glob("rejected-*.jsonl.zst")):
+            shutil.move(str(p), rej_dir / f"rejected-{n:05d}.jsonl.zst")
+            n += 1
+    states = [json.loads((d / "state.json").read_text()) for d in dirs]
+    # every rank's documents are in input order, so a k-way merge on the order key restores the global order
+    stream = heapq.merge(*(_rank_docs(d) for d in dirs), key=lambda doc: doc.meta["_o"])
+    with ShardWriter(rej_dir, "rejected-dedup", cfg.shard_docs) as rejected:
+        report = finish(cfg, out_dir, stream, lambda: states, rejected, progress=progress, t0=t0)
+    shutil.rmtree(out_dir / WORK, ignore_errors=True)
+    return report
+
+
+def run_local(cfg: DataConfig, out_dir: Path, sources: list[str], *, progress: bool, t0: float) -> dict[str, Any]:
+    """`data.workers` local processes for phase 1, then the merge in this process."""
+    world = cfg.workers
+    ctx = multiprocessing.get_context("spawn")  # no inherited locks/threads; same behaviour on every OS
+    with ProcessPoolExecutor(max_workers=world, mp_context=ctx) as pool:
+        futures = [pool.submit(run_data_task, cfg, str(out_dir), r, world) for r in range(world)]
+        for r, fut in enumerate(futures):
+            ran = fut.result()  # re-raises a worker's DataError here
+            if progress:
+                print(f"data: rank {r}/{world} {'done' if ran else 'already complete'}", file=sys.stderr)
+    return merge_data_tasks(cfg, out_dir, world, progress=progress, t0=t0)

@@ -1,0 +1,141 @@
+"""Perplexity filter with a word n-gram language model (interpolated Kneser-Ney, as in KenLM/CCNet).
+
+    lm = NGramLM.train(texts, order=3)
+    lm.perplexity("a sentence")
+
+Tokens are lowercased words and punctuation runs; words seen once in the reference become <unk>,
+so the model also knows how likely an unknown word is in each context. An out-of-vocabulary word
+then costs P(<unk> | context) × P(its spelling) under a character-bigram model of the vocabulary, so
+gibberish ("qwxz zkqj") scores far worse than unseen but English-looking words (an open-vocabulary
+model; without it every unknown word would look alike and gibberish would score well). The filter
+rejects documents whose perplexity exceeds `max_perplexity` (`perplexity_too_high`) and stores
+`meta.perplexity`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable
+
+from lmforge.config import PerplexityConfig
+from lmforge.data.document import Document
+from lmforge.data.filters.base import Filter
+from lmforge.data.filters.text import split_words
+
+BOS, EOS, UNK = "<s>", "</s>", "<unk>"
+DISCOUNT = 0.75
+
+
+def tokenize(text: str) -> list[str]:
+    return [w.lower() for w in split_words(text)]
+
+
+class NGramLM:
+    """Interpolated Kneser-Ney n-gram model over word tokens (single discount D = 0.75)."""
+
+    def __init__(self, order: int, vocab: set[str], counts: list[Counter]) -> None:
+        self.order, self.vocab = order, vocab
+        self.spelling = SpellingModel(w for w in vocab if w not in (EOS, UNK))
+        # counts[k]: (k+1)-gram -> count; raw counts at the top order, continuation counts below.
+        self.counts = counts
+        self.ctx_total: list[Counter] = []  # context -> sum of counts of its continuations
+        self.ctx_types: list[Counter] = []  # context -> number of distinct continuations
+        for table in counts:
+            tot, typ = Counter(), Counter()
+            for gram, c in table.items():
+                tot[gram[:-1]] += c
+                typ[gram[:-1]] += 1
+            self.ctx_total.append(tot)
+            self.ctx_types.append(typ)
+
+    @classmethod
+    def train(cls, texts: Iterable[str], order: int = 3, min_count: int = 2) -> NGramLM:
+        docs = [tokenize(t) for t in texts]
+        freq = Counter(w for d in docs for w in d)
+        vocab = {w for w, c in freq.items() if c >= min_count} | {EOS, UNK}
+        top: Counter = Counter()
+        for d in docs:
+            seq = [BOS] * (order - 1) + [w if w in vocab else UNK for w in d] + [EOS]
+            top.update(zip(*(seq[i:] for i in range(order))))
+        counts = [top]
+        for _ in range(order - 1):  # continuation counts: in how many contexts does the suffix follow
+            cont: Counter = Counter(g[1:] for g in counts[0])
+            counts.insert(0, cont)
+        return cls(order, vocab, counts)
+
+    def _prob(self, gram: tuple[str, ...]) -> float:
+        k = len(gram) - 1
+        if k == 0:  # unigram continuation probability, interpolated with uniform over the vocabulary
+            total = self.ctx_total[0][()]
+            c = self.counts[0].get(gram, 0)
+            return max(c - DISCOUNT, 0) / total + DISCOUNT * self.ctx_types[0][()] / total / len(self.vocab)
+        ctx = gram[:-1]
+        total = self.ctx_total[k].get(ctx, 0)
+        lower = self._prob(gram[1:])
+        if total == 0:
+            return lower
+        c = self.counts[k].get(gram, 0)
+        return max(c - DISCOUNT, 0) / total + DISCOUNT * self.ctx_types[k][ctx] / total * lower
+
+    def perplexity(self, text: str) -> float:
+        seq = [BOS] * (self.order - 1) + [w if w in self.vocab else UNK for w in tokenize(text)] + [EOS]
+        words = tokenize(text) + [EOS]
+        n = self.order
+        logp = 0.0
+        for i in range(n - 1, len(seq)):
+            logp += math.log(self._prob(tuple(seq[i - n + 1:i + 1])))
+            if seq[i] == UNK:
+                logp += self.spelling.logprob(words[i - n + 1])
+        return math.exp(-logp / (len(seq) - n + 1))
+
+
+class SpellingModel:
+    """Character bigrams over word types, add-one smoothed: log P(spelling of a word)."""
+
+    def __init__(self, words: Iterable[str]) -> None:
+        pairs: Counter = Counter()
+        for w in words:
+            s = f"^{w}$"
+            pairs.update(zip(s, s[1:]))
+        self.first: Counter = Counter()
+        for (a, _b), c in pairs.items():
+            self.first[a] += c
+        self.pairs = pairs
+        self.alphabet = len({b for _a, b in pairs}) + 1  # +1: characters never seen
+
+    def logprob(self, word: str) -> float:
+        s = f"^{word}$"
+        return sum(math.log((self.pairs.get((a, b), 0) + 1) / (self.first.get(a, 0) + self.alphabet))
+                   for a, b in zip(s, s[1:]))
+
+
+def _reference_texts(cfg: PerplexityConfig) -> Iterable[str]:
+    from lmforge.data.clean import clean_text
+    from lmforge.data.readers import ReadOptions, expand_inputs, read_source
+
+    budget = cfg.max_reference_chars
+    for src in expand_inputs(cfg.reference):
+        for doc in read_source(src, ReadOptions(warn=lambda _m: None)):
+            if "reject_reason" in doc.meta:
+                continue
+            text = clean_text(doc.text)
+            yield text[:budget]
+            budget -= len(text)
+            if budget <= 0:
+                return
+
+
+class PerplexityFilter(Filter):
+    name = "perplexity"
+
+    def __init__(self, cfg: PerplexityConfig | None = None, lm: NGramLM | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg or PerplexityConfig()
+        self.lm = lm or NGramLM.train(_reference_texts(self.cfg), order=self.cfg.order)
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        ppl = self.lm.perplexity(doc.text)
+        doc.meta["perplexity"] = round(ppl, 1)
+        return ppl <= self.cfg.max_perplexity or (False, "perplexity_too_high")
+

@@ -1,0 +1,152 @@
+"""CLI subcommands of the eval stage: `eval`, `generate`, `export`, `rate`.
+
+`lmforge.cli` calls `register(subparsers)`; each handler takes the parsed args and returns an exit
+code. Handlers catch nothing: user errors are `LmforgeError`, printed by the CLI (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lmforge.errors import LmforgeError
+
+
+def _device(arg: str | None) -> str:
+    if arg and arg != "auto":
+        return arg
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _load(run_dir: Path, checkpoint: str, device: str | None):
+    from lmforge.train.checkpoint import load_for_inference
+
+    if not Path(run_dir).is_dir():
+        raise LmforgeError(f"run directory {run_dir} does not exist")
+    model, tok, info = load_for_inference(run_dir, checkpoint, _device(device))
+    if tok is None:
+        raise LmforgeError(f"{run_dir}/tokenizer is missing: this run has no tokenizer to encode prompts with")
+    return model, tok, info
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from lmforge.config import EvalConfig
+    from lmforge.eval.perplexity import evaluate_run, run_config
+
+    run_cfg = run_config(Path(args.run_dir)) if Path(args.run_dir).is_dir() else None
+    cfg = run_cfg.eval if run_cfg is not None else EvalConfig()
+    given = (("stratify_by", args.by), ("length_buckets", args.buckets), ("overfit_patience", args.patience),
+             ("max_batches", args.max_batches))
+    changes = {k: v for k, v in given if v is not None}
+    cfg = dataclasses.replace(cfg, **changes)  # re-validated in __post_init__
+    evaluate_run(args.run_dir, checkpoint=args.checkpoint, cfg=cfg, device=_device(args.device), data=args.data,
+                 txt_mode=args.txt_mode)
+    print((Path(args.run_dir) / "eval" / "report.md").read_text(encoding="utf-8"))
+    return 0
+
+
+def _sampling_kwargs(args: argparse.Namespace) -> dict:
+    return dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                top_p=args.top_p, min_p=args.min_p, repetition_penalty=args.repetition_penalty, seed=args.seed,
+                stop=args.stop or None)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from lmforge.eval.generate import generate
+
+    if not args.prompt and not args.interactive:
+        raise LmforgeError("give at least one --prompt TEXT, or --interactive")
+    model, tok, _ = _load(args.run_dir, args.checkpoint, args.device)
+    kw = _sampling_kwargs(args)
+    if args.prompt:
+        prompts = [p for p in args.prompt for _ in range(args.num_samples)]
+        for p, out in zip(prompts, generate(model, tok, prompts, **kw)):
+            print(p + out)
+            if len(prompts) > 1:
+                print("-" * 40)
+    if args.interactive:
+        _interactive(model, tok, kw)
+    return 0
+
+
+def _interactive(model, tok, kw: dict) -> None:
+    """Read one prompt per line until EOF (or an empty line after a prompt); print each continuation."""
+    from lmforge.eval.generate import generate
+
+    print("Type a prompt and press Enter (Ctrl-D to quit).", file=sys.stderr)
+    for line in sys.stdin:
+        prompt = line.rstrip("\n")
+        if not prompt:
+            continue
+        print(prompt + generate(model, tok, [prompt], **kw)[0], flush=True)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from lmforge.export.hf import export_run
+
+    summary = export_run(args.run_dir, args.out, checkpoint=args.checkpoint, fmt=args.format)
+    print(f"Exported {summary['architecture']} ({summary['params']:,} parameters) to {summary['out']}")
+    print(f"  files: {', '.join(summary['files'])}")
+    print(f"  load with: AutoModelForCausalLM.from_pretrained({summary['out']!r}); "
+          f"AutoTokenizer.from_pretrained({summary['out']!r})")
+    return 0
+
+
+def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-new-tokens", type=int, default=100, help="tokens to generate per prompt (default 100)")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
+    p.add_argument("--top-k", type=int, default=0, help="keep the K most likely tokens (0 = off)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
+    p.add_argument("--min-p", type=float, default=0.0, help="drop tokens below P x the top probability (0 = off)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="CTRL penalty on seen tokens (1 = off)")
+    p.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop string (repeatable)")
+
+
+def register(subparsers) -> None:
+    """Add the eval-stage subcommands to the `lmforge` parser."""
+    p = subparsers.add_parser("eval", help="validation loss, perplexity, bits/byte and a report (eval/report.md)")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--checkpoint", default="best", metavar="best|latest|PATH", help="checkpoint (default best)")
+    p.add_argument("--data", type=Path, default=None, metavar="FILE",
+                   help="also evaluate this plain-text or JSONL file (documents as --txt-mode says)")
+    p.add_argument("--txt-mode", default="paragraphs", choices=["file", "paragraphs", "lines"],
+                   help="how a .txt --data file becomes documents (default: blank-line-separated paragraphs)")
+    p.add_argument("--by", action="append", default=None, metavar="FIELD",
+                   help="stratify by this document meta field (repeatable; default eval.stratify_by: source, lang)")
+    p.add_argument("--buckets", type=_int_list, default=None, metavar="N,N,...",
+                   help="document-length bucket edges in tokens (default eval.length_buckets: 64,256,1024)")
+    p.add_argument("--patience", type=int, default=None, metavar="N",
+                   help="overfitting verdict: validation loss rising N evaluations in a row (default 3)")
+    p.add_argument("--max-batches", type=int, default=None, metavar="N", help="validation batches (0 = all)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.set_defaults(func=cmd_eval)
+
+    p = subparsers.add_parser("generate", help="generate text from a prompt with a trained run")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--prompt", action="append", default=[], metavar="TEXT", help="prompt (repeatable)")
+    p.add_argument("--num-samples", type=int, default=1, help="continuations per prompt (default 1)")
+    p.add_argument("--interactive", action="store_true", help="read prompts from the terminal, one per line")
+    p.add_argument("--checkpoint", default="best", metavar="best|latest|PATH")
+    p.add_argument("--device", default="auto")
+    _add_sampling_args(p)
+    p.set_defaults(func=cmd_generate)
+
+    p = subparsers.add_parser("export", help="write a Hugging Face transformers folder (config, weights, tokenizer)")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--format", default="hf", choices=["hf"], help="export format (hf = transformers)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR", help="output folder (default RUN_DIR/export/hf)")
+    p.add_argument("--checkpoint", default="best", metavar="best|latest|PATH")
+    p.set_defaults(func=cmd_export)

@@ -1,0 +1,206 @@
+"""The eval stage: validation loss, perplexity, bits-per-byte and a unigram baseline for a run.
+
+    report = evaluate_run(Path("runs/quickstart"), checkpoint="best")   # writes eval/report.{json,md}
+
+Definitions (sums over the whole split, as lm-evaluation-harness) live in `lmforge.eval.scoring`.
+The unigram baseline is a model that ignores context: token frequencies counted on the train
+split (add-one smoothed over the vocabulary), scored on exactly the validation tokens the model is
+scored on. A trained model must sit far below it; one that does not has learned nothing but
+token frequencies.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lmforge.config import EvalConfig
+from lmforge.errors import ConfigError, LmforgeError
+from lmforge.eval.convergence import overfitting_verdict, run_history
+from lmforge.eval.scoring import evaluate_dataset
+from lmforge.eval.stratify import stratified_scores, val_documents
+
+CHUNK = 1 << 22  # tokens per read when counting
+
+
+def token_counts(dataset, vocab_size: int, end: int | None = None) -> np.ndarray:
+    """Occurrences of each token id in tokens [0, end) of a TokenDataset (chunked, memory-flat)."""
+    end = dataset.num_tokens if end is None else end
+    counts = np.zeros(vocab_size, np.int64)
+    for s in range(0, end, CHUNK):
+        counts += np.bincount(dataset.read(s, min(end, s + CHUNK)), minlength=vocab_size)[:vocab_size]
+    return counts
+
+
+def unigram_baseline(train_counts: np.ndarray, eval_counts: np.ndarray, nbytes: int | None) -> dict[str, float]:
+    """Loss (nats/token), perplexity and bpb of the add-one smoothed unigram model fitted on
+    `train_counts`, on tokens with histogram `eval_counts`."""
+    V = len(train_counts)
+    logp = np.log(train_counts + 1.0) - math.log(float(train_counts.sum()) + V)
+    nll = float(-(eval_counts * logp).sum())
+    n = int(eval_counts.sum())
+    out = {"loss": nll / n, "perplexity": math.exp(nll / n), "tokens": n}
+    if nbytes:
+        out["bpb"] = nll / (nbytes * math.log(2))
+    return out
+
+
+def scored_token_counts(dataset, n_docs: int, vocab_size: int, bos_id: int | None) -> np.ndarray:
+    """Histogram of the tokens `evaluate_dataset` predicts in the first `n_docs` documents: all of
+    them except a document's leading <bos> (it is the prefix, never predicted)."""
+    counts = token_counts(dataset, vocab_size, int(dataset.doc_starts[n_docs]))
+    if bos_id is not None and 0 <= bos_id < vocab_size and counts[bos_id] > 0:
+        starts = dataset.doc_starts[:n_docs]
+        starts = starts[np.diff(dataset.doc_starts[:n_docs + 1]) > 0]
+        firsts = np.array([dataset.read(int(s), int(s) + 1)[0] for s in starts], dtype=np.int64)
+        counts[bos_id] -= int((firsts == bos_id).sum())
+    return counts
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run_config(run_dir: Path, info: Any = None):
+    """The run's resolved Config (config.yaml, else the checkpoint's copy), or None."""
+    from lmforge.config import config_from_dict, load_config
+
+    path = run_dir / "config.yaml"
+    if path.is_file():
+        return load_config(path)
+    if isinstance(info, dict) and isinstance(info.get("config"), dict):
+        try:
+            return config_from_dict(info["config"])
+        except ConfigError:  # a checkpoint from an older lmforge: evaluate with defaults
+            return None
+    return None
+
+
+def evaluate_model_on_run(model, tokenizer, run_dir: Path, cfg: EvalConfig) -> dict[str, Any]:
+    """Validation figures and the unigram baseline for an already loaded model."""
+    from lmforge.tokens.shards import open_split
+
+    tokens_dir = run_dir / "tokens"
+    if not tokens_dir.is_dir():
+        raise LmforgeError(f"{tokens_dir} does not exist: run `lmforge tokenize` first, or pass --data FILE")
+    val = open_split(tokens_dir, "val", fingerprint=tokenizer.fingerprint)
+    res = evaluate_dataset(model, val, tokenizer=tokenizer, batch_size=cfg.batch_size, max_batches=cfg.max_batches)
+    report: dict[str, Any] = {
+        "val_loss": res["loss"], "val_ppl": res["perplexity"], "val_bpb": res.get("bpb"),
+        "val_word_ppl": res.get("word_perplexity"), "val_tokens": res["tokens"], "val_bytes": res.get("bytes"),
+        "val_words": res.get("words"), "val_docs": res["docs"], "val_docs_total": res["docs_total"],
+    }
+    train = open_split(tokens_dir, "train", fingerprint=tokenizer.fingerprint)
+    V = model.cfg.vocab_size
+    uni = unigram_baseline(token_counts(train, V), scored_token_counts(val, res["docs"], V, tokenizer.bos_id),
+                           res.get("bytes"))
+    report["unigram"] = uni
+    report["loss_below_unigram"] = uni["loss"] - res["loss"]
+    return report
+
+
+def read_documents(path: Path, text_field: str = "text", txt_mode: str = "paragraphs") -> tuple[list[Any], int]:
+    """Documents of a plain-text (one per blank-line-separated block) or JSONL file, with the data
+    stage's readers. Returns (documents, rejected records)."""
+    from lmforge.data.readers import ReadOptions, read_source
+
+    path = Path(path)
+    if not path.is_file():
+        raise LmforgeError(f"--data {path}: no such file")
+    docs, rejected = [], 0
+    for d in read_source(str(path), ReadOptions(txt_mode=txt_mode, text_field=text_field)):
+        if d.meta.get("reject_reason") or not d.text.strip():
+            rejected += 1
+        else:
+            docs.append(d)
+    if not docs:
+        raise LmforgeError(f"--data {path}: no readable documents (rejected {rejected}); expected plain text or "
+                           f"JSONL with a '{text_field}' field")
+    return docs, rejected
+
+
+def evaluate_file(model, tokenizer, path: Path, cfg: EvalConfig, *, add_bos: bool = False,
+                  txt_mode: str = "paragraphs") -> dict[str, Any]:
+    """Loss, perplexity, bpb and word perplexity of the documents of one file, with strata."""
+    docs, rejected = read_documents(path, txt_mode=txt_mode)
+    res = stratified_scores(model, tokenizer, docs, fields=cfg.stratify_by, edges=cfg.length_buckets,
+                            add_bos=add_bos, batch_size=cfg.batch_size, max_groups=cfg.max_strata)
+    return {"path": str(path), "rejected_records": rejected, **res["overall"], "strata": res["strata"]}
+
+
+def _val_strata(model, tokenizer, run_dir: Path, run_cfg, cfg: EvalConfig, report: dict[str, Any]) -> None:
+    """Strata of the validation documents, re-read from the clean data (skipped without it)."""
+    from lmforge.data.document import clean_shards
+
+    data_dir = run_dir / "data"
+    if run_cfg is None or not data_dir.is_dir() or not clean_shards(data_dir):
+        report["strata_note"] = "no clean data in the run directory: strata skipped"
+        return
+    t = run_cfg.tokens
+    docs = val_documents(data_dir, val_fraction=t.val_fraction, split_seed=t.split_seed)
+    if report.get("val_docs") is not None:
+        docs = docs[:report["val_docs"]]  # the documents the split figures cover (eval.max_batches)
+    res = stratified_scores(model, tokenizer, docs, fields=cfg.stratify_by, edges=cfg.length_buckets,
+                            add_bos=t.add_bos, batch_size=cfg.batch_size, max_groups=cfg.max_strata)
+    report["strata"] = res["strata"]
+    total = res["overall"]
+    # Same documents, same encoding: the strata add up to the split figures (a cross-check).
+    report["strata_match_val_split"] = bool(total["tokens"] == report.get("val_tokens") and math.isclose(
+        total["nll_sum"], report.get("val_loss", math.nan) * total["tokens"], rel_tol=1e-4))
+
+
+def _overfitting(run_dir: Path, cfg: EvalConfig) -> dict[str, Any] | None:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    val, train = run_history(path)
+    return overfitting_verdict(val, train, cfg.overfit_patience)
+
+
+def evaluate_run(run_dir: Path, *, checkpoint: str = "best", cfg: EvalConfig | None = None,
+                 device: str | None = None, data: Path | None = None, txt_mode: str = "paragraphs") -> dict[str, Any]:
+    """Evaluate a run's checkpoint on its validation split (and on the file `data`, if given);
+    writes eval/report.json and report.md.
+
+    Returns the report dict (`val_loss`, `val_ppl`, `val_bpb`, `unigram`, `data`, ...). Prints
+    nothing. Without token shards but with `data`, only the file is evaluated."""
+    from lmforge.eval.report import write_report
+    from lmforge.train.checkpoint import load_for_inference
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise LmforgeError(f"run directory {run_dir} does not exist")
+    model, tokenizer, info = load_for_inference(run_dir, checkpoint, device or _default_device())
+    run_cfg = run_config(run_dir, info)
+    cfg = cfg or (run_cfg.eval if run_cfg is not None else EvalConfig())
+    if tokenizer is None:
+        raise LmforgeError(f"{run_dir}/tokenizer is missing: cannot evaluate without the run's tokenizer")
+    report: dict[str, Any] = {"run_dir": str(run_dir), "checkpoint": _info_summary(checkpoint, info),
+                              "model": {"params": model.num_params(), "block_size": model.cfg.block_size,
+                                        "vocab_size": model.cfg.vocab_size}}
+    if data is None or (run_dir / "tokens").is_dir():
+        report.update(evaluate_model_on_run(model, tokenizer, run_dir, cfg))
+        if cfg.stratify:
+            _val_strata(model, tokenizer, run_dir, run_cfg, cfg, report)
+    if data is not None:
+        add_bos = bool(run_cfg is not None and run_cfg.tokens.add_bos)
+        report["data"] = evaluate_file(model, tokenizer, Path(data), cfg, add_bos=add_bos, txt_mode=txt_mode)
+    overfit = _overfitting(run_dir, cfg)
+    if overfit is not None:
+        report["overfitting"] = overfit
+    write_report(run_dir / "eval", report)
+    return report
+
+
+def _info_summary(which: str, info: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"which": str(which)}
+    if isinstance(info, dict):
+        for k in ("step", "path", "val_loss", "tokens_seen"):
+            if k in info:
+                out[k] = info[k] if isinstance(info[k], (int, float, str)) or info[k] is None else str(info[k])
+    return out

@@ -1,0 +1,1 @@
+"""Export a trained run to other ecosystems (Hugging Face `transformers`)."""

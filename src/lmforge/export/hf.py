@@ -1,0 +1,199 @@
+"""Export a trained run to a Hugging Face `transformers` folder.
+
+    lmforge export RUN_DIR --format hf --out DIR
+    # then: AutoModelForCausalLM.from_pretrained(DIR), AutoTokenizer.from_pretrained(DIR)
+
+Which HF architecture our model maps onto (weights are copied, never approximated):
+
+| our config                                           | HF class                       |
+|------------------------------------------------------|--------------------------------|
+| rmsnorm + swiglu + rope, qk_norm off (bias optional)  | `LlamaForCausalLM`             |
+| rmsnorm + swiglu + rope + qk_norm, no bias            | `Qwen3ForCausalLM`             |
+| layernorm + gelu + learned positions, no GQA/qk_norm  | `GPT2LMHeadModel`              |
+
+Notes on the mapping: our RoPE rotates the two halves of each head (`rotate_half`), the convention
+of HF Llama/Qwen3, so q/k weights need no permutation; our fused `c_attn` is split into q/k/v; the
+SwiGLU `c_fc` is split into gate and up; GPT-2 stores Conv1D weights transposed, and a model
+without biases gets zero biases there (GPT-2 always has them). Anything else (e.g. rmsnorm with a
+GELU MLP, layernorm with rope) has no stock HF class and is refused with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmforge.errors import LmforgeError
+
+
+class ExportError(LmforgeError):
+    """The model cannot be expressed in the requested format."""
+
+
+def target_architecture(cfg) -> str:
+    """`llama`, `qwen3` or `gpt2` for a ModelConfig, or ExportError saying what does not map."""
+    if cfg.norm == "rmsnorm" and cfg.mlp == "swiglu" and cfg.pos_emb == "rope":
+        if not cfg.qk_norm:
+            return "llama"
+        if not cfg.bias:
+            return "qwen3"
+        raise ExportError("qk_norm with bias=true does not map: Qwen3 (the HF class with QK-norm) has no MLP "
+                          "biases; retrain with model.bias=false")
+    if cfg.norm == "layernorm" and cfg.mlp == "gelu" and cfg.pos_emb == "learned":
+        problems = []
+        if (cfg.n_kv_head or cfg.n_head) != cfg.n_head:
+            problems.append("grouped-query attention (model.n_kv_head) is not supported by GPT-2")
+        if cfg.qk_norm:
+            problems.append("qk_norm is not supported by GPT-2")
+        if problems:
+            raise ExportError("cannot export to GPT-2: " + "; ".join(problems))
+        return "gpt2"
+    raise ExportError(
+        f"no Hugging Face architecture matches norm={cfg.norm}, mlp={cfg.mlp}, pos_emb={cfg.pos_emb}: "
+        "export supports rmsnorm+swiglu+rope (Llama, or Qwen3 with qk_norm) and layernorm+gelu+learned (GPT-2)")
+
+
+def _special_ids(tokenizer) -> dict[str, Any]:
+    return {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id, "pad_token_id": tokenizer.pad_id}
+
+
+def hf_config(cfg, tokenizer) -> dict[str, Any]:
+    """config.json contents for the target architecture."""
+    from lmforge.model.gpt import mlp_hidden
+
+    arch = target_architecture(cfg)
+    hidden = mlp_hidden(cfg)
+    common = {"vocab_size": cfg.vocab_size, "tie_word_embeddings": cfg.tie_embeddings, "dtype": "float32",
+              "torch_dtype": "float32", **_special_ids(tokenizer)}
+    if arch == "gpt2":
+        return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_embd": cfg.n_embd,
+                "n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_positions": cfg.block_size, "n_ctx": cfg.block_size,
+                "n_inner": hidden, "activation_function": "gelu_new", "layer_norm_epsilon": cfg.norm_eps,
+                "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "scale_attn_weights": True, **common}
+    out = {"architectures": ["LlamaForCausalLM" if arch == "llama" else "Qwen3ForCausalLM"], "model_type": arch,
+           "hidden_size": cfg.n_embd, "intermediate_size": hidden, "num_hidden_layers": cfg.n_layer,
+           "num_attention_heads": cfg.n_head, "num_key_value_heads": cfg.n_kv_head or cfg.n_head,
+           "head_dim": cfg.n_embd // cfg.n_head, "hidden_act": "silu", "max_position_embeddings": cfg.block_size,
+           "rms_norm_eps": cfg.norm_eps, "rope_theta": cfg.rope_theta,
+           "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+           "attention_bias": cfg.bias, "attention_dropout": 0.0, "initializer_range": cfg.init_std, **common}
+    if arch == "llama":
+        out["mlp_bias"] = cfg.bias
+    else:
+        out.update(use_sliding_window=False, sliding_window=None, max_window_layers=cfg.n_layer)
+    return out
+
+
+def _decoder_weights(model, sd: dict[str, torch.Tensor], arch: str) -> dict[str, torch.Tensor]:
+    cfg = model.cfg
+    hd, nh, nkv = cfg.n_embd // cfg.n_head, cfg.n_head, cfg.n_kv_head or cfg.n_head
+    out = {"model.embed_tokens.weight": sd["wte.weight"], "model.norm.weight": sd["ln_f.weight"]}
+    for i in range(cfg.n_layer):
+        src, dst = f"blocks.{i}.", f"model.layers.{i}."
+        for suffix in ("weight", "bias") if cfg.bias else ("weight",):
+            q, k, v = sd[f"{src}attn.c_attn.{suffix}"].split([nh * hd, nkv * hd, nkv * hd], dim=0)
+            gate, up = sd[f"{src}mlp.c_fc.{suffix}"].chunk(2, dim=0)
+            o = sd[f"{src}attn.c_proj.{suffix}"]
+            out.update({f"{dst}self_attn.q_proj.{suffix}": q, f"{dst}self_attn.k_proj.{suffix}": k,
+                        f"{dst}self_attn.v_proj.{suffix}": v, f"{dst}self_attn.o_proj.{suffix}": o,
+                        f"{dst}mlp.gate_proj.{suffix}": gate, f"{dst}mlp.up_proj.{suffix}": up,
+                        f"{dst}mlp.down_proj.{suffix}": sd[f"{src}mlp.c_proj.{suffix}"]})
+        out[f"{dst}input_layernorm.weight"] = sd[f"{src}ln_1.weight"]
+        out[f"{dst}post_attention_layernorm.weight"] = sd[f"{src}ln_2.weight"]
+        if arch == "qwen3":
+            out[f"{dst}self_attn.q_norm.weight"] = sd[f"{src}attn.q_norm.weight"]
+            out[f"{dst}self_attn.k_norm.weight"] = sd[f"{src}attn.k_norm.weight"]
+    return out
+
+
+def _gpt2_weights(model, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    cfg = model.cfg
+
+    def bias_of(name: str, n: int) -> torch.Tensor:  # GPT-2 always has biases: zeros are exact
+        return sd.get(name, torch.zeros(n, dtype=sd["wte.weight"].dtype))
+
+    out = {"transformer.wte.weight": sd["wte.weight"], "transformer.wpe.weight": sd["wpe.weight"]}
+    for i in range(cfg.n_layer):
+        src, dst = f"blocks.{i}.", f"transformer.h.{i}."
+        for ln_src, ln_dst in (("ln_1", "ln_1"), ("ln_2", "ln_2")):
+            out[f"{dst}{ln_dst}.weight"] = sd[f"{src}{ln_src}.weight"]
+            out[f"{dst}{ln_dst}.bias"] = bias_of(f"{src}{ln_src}.bias", cfg.n_embd)
+        for mod_src, mod_dst in (("attn.c_attn", "attn.c_attn"), ("attn.c_proj", "attn.c_proj"),
+                                 ("mlp.c_fc", "mlp.c_fc"), ("mlp.c_proj", "mlp.c_proj")):
+            w = sd[f"{src}{mod_src}.weight"]  # (out, in) -> Conv1D (in, out)
+            out[f"{dst}{mod_dst}.weight"] = w.t()
+            out[f"{dst}{mod_dst}.bias"] = bias_of(f"{src}{mod_src}.bias", w.size(0))
+    out["transformer.ln_f.weight"] = sd["ln_f.weight"]
+    out["transformer.ln_f.bias"] = bias_of("ln_f.bias", cfg.n_embd)
+    return out
+
+
+def hf_state_dict(model) -> dict[str, torch.Tensor]:
+    """Our weights under HF names (fp32, contiguous, no shared storage)."""
+    arch = target_architecture(model.cfg)
+    sd = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
+    out = _gpt2_weights(model, sd) if arch == "gpt2" else _decoder_weights(model, sd, arch)
+    if not model.cfg.tie_embeddings:
+        out["lm_head.weight"] = sd["lm_head.weight"]
+    return {k: v.clone().contiguous() for k, v in out.items()}
+
+
+def _tokenizer_files(tokenizer, block_size: int) -> dict[str, str]:
+    hf = getattr(tokenizer, "hf", None)
+    if hf is None:
+        raise ExportError("the tokenizer has no Hugging Face `tokenizers` object to export")
+    specials = {"bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>", "pad_token": "<pad>"}
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": block_size,
+              "add_bos_token": False, "add_eos_token": False, "clean_up_tokenization_spaces": False, **specials}
+    return {"tokenizer.json": hf.to_str(), "tokenizer_config.json": json.dumps(config, indent=2),
+            "special_tokens_map.json": json.dumps(specials, indent=2)}
+
+
+def export_model(model, tokenizer, out_dir: Path, *, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write config.json, generation_config.json, model.safetensors and the tokenizer files into
+    `out_dir` (built in `out_dir.tmp`, then renamed, so a crash never leaves a half folder)."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    config = hf_config(model.cfg, tokenizer)
+    weights = hf_state_dict(model)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    gen = {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id, "pad_token_id": tokenizer.pad_id}
+    (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
+    for name, text in _tokenizer_files(tokenizer, model.cfg.block_size).items():
+        (tmp / name).write_text(text + "\n" if not text.endswith("\n") else text, encoding="utf-8")
+    summary = {"out": str(out_dir), "architecture": config["architectures"][0], "params": model.num_params(),
+               "files": sorted(p.name for p in tmp.iterdir()), **(extra or {})}
+    (tmp / "lmforge_export.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return summary
+
+
+def export_run(run_dir: Path, out_dir: Path | None = None, *, checkpoint: str = "best",
+               fmt: str = "hf") -> dict[str, Any]:
+    """Export RUN_DIR's checkpoint; `out_dir` defaults to RUN_DIR/export/hf."""
+    from lmforge.train.checkpoint import load_for_inference
+
+    if fmt != "hf":
+        raise ExportError(f"unknown export format {fmt!r}; supported: hf")
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise LmforgeError(f"run directory {run_dir} does not exist")
+    model, tokenizer, info = load_for_inference(run_dir, checkpoint, "cpu")
+    if tokenizer is None:
+        raise LmforgeError(f"{run_dir}/tokenizer is missing: the export needs the run's tokenizer")
+    target_architecture(model.cfg)  # refuse before writing anything
+    out = Path(out_dir) if out_dir is not None else run_dir / "export" / "hf"
+    step = info.get("step") if isinstance(info, dict) else None
+    return export_model(model, tokenizer, out, extra={"run_dir": str(run_dir), "checkpoint": checkpoint,
+                                                      "step": step})

@@ -1,0 +1,194 @@
+"""RunLogger: the one object the trainer logs through.
+
+    with RunLogger(run_dir, cfg, enabled=rank == 0, step=start_step) as mon:
+        mon.on_anomaly.append(fault_policy)                     # optional hook
+        anomalies = mon.log("train", step, loss=..., lr=..., grad_norm=..., tokens=..., tokens_per_s=...)
+        mon.log("val", step, loss=..., bpb=...)
+        mon.log("sample", step, prompt=..., text=...)
+        mon.log_histograms(step, model)                         # no-op unless monitor.histogram_every divides step
+    # leaving the block writes the end event (finished / crashed / interrupted) and RUN/plots/*.png
+
+One `log(kind, step, **values)` call fans out to RUN/metrics.jsonl, TensorBoard (RUN/tb, scalars as
+`kind/key`) and, with `monitor.console`, one console line. Train events gain `loss_smooth` (EMA) and
+`ppl`; val events gain `ppl`. Every `monitor.system_every` seconds a `system` event is added. The anomaly
+detector sees train, val and system events; what it finds is logged and returned.
+
+Keys the dashboard and plots read (all optional): train: loss, loss_smooth, lr, grad_norm, tokens
+(cumulative), tokens_per_s, mfu; val: loss, ppl, bpb; system: rss_mb, cuda_allocated_mb,
+cuda_reserved_mb, cuda_peak_mb, gpu_util, gpu_temp_c, gpu_power_w; sample: prompt, text;
+event: event=start|end, status, pid, host.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lmforge.config import Config, MonitorConfig, to_dict
+from lmforge.monitor.anomaly import Anomaly, AnomalyDetector
+from lmforge.monitor.metrics import MetricsWriter
+from lmforge.monitor.progress import is_quiet
+from lmforge.monitor.system import system_stats
+
+log = logging.getLogger("lmforge.monitor")
+
+
+def _ppl(loss: Any) -> float | None:
+    try:
+        x = float(loss)
+    except (TypeError, ValueError):
+        return None
+    return math.exp(x) if x < 700 else math.inf  # exp(>709) overflows a float
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e5 else f"{v:,.0f}"
+    return str(v)
+
+
+class RunLogger:
+    def __init__(self, run_dir: str | Path, cfg: Config | MonitorConfig | None = None, *, enabled: bool = True,
+                 step: int = 0, hparams: dict[str, Any] | None = None) -> None:
+        """`cfg`: the full Config (its `monitor` section is used and the rest logged as hyper-parameters)
+        or a MonitorConfig. `enabled=False` (ranks > 0) writes nothing but still detects anomalies."""
+        self.run_dir = Path(run_dir)
+        self.cfg = cfg.monitor if isinstance(cfg, Config) else (cfg or MonitorConfig())
+        self.enabled = enabled
+        self.quiet = is_quiet(self.cfg.quiet or None)
+        self.writer = MetricsWriter(self.run_dir / "metrics.jsonl", enabled=enabled)
+        self.tb = self._open_tb() if enabled and self.cfg.tensorboard else None
+        self.detector = AnomalyDetector(self.cfg, writer=self.writer, console=enabled and not self.quiet,
+                                        on_anomaly=[self._tb_anomaly]) if self.cfg.anomaly else None
+        self.on_anomaly: list = self.detector.on_anomaly if self.detector else []
+        self.anomalies: list[Anomaly] = []
+        self._ema: float | None = None
+        self._last_system = 0.0
+        self._last_step = step
+        self._closed = False
+        self.writer.log("event", step, event="start", pid=os.getpid(), host=socket.gethostname())
+        if self.tb is not None and (hparams or isinstance(cfg, Config)):
+            self._hparams = hparams if hparams is not None else to_dict(cfg)
+        else:
+            self._hparams = None
+
+    def _open_tb(self) -> Any:
+        try:
+            from lmforge.monitor.tensorboard import TBWriter
+
+            return TBWriter(self.run_dir / "tb", flush_secs=self.cfg.tb_flush_secs)
+        except Exception as e:  # TensorBoard is a nicety: never stop training for it
+            log.warning("TensorBoard logging disabled: %s", e)
+            return None
+
+    # ------------------------------------------------------------------ logging
+    def log(self, kind: str, step: int, **values: Any) -> list[Anomaly]:
+        """Log one event; returns the anomalies it triggered (already logged and passed to the hooks)."""
+        self._last_step = step
+        if kind == "train" and "loss" in values:
+            alpha = 2.0 / (self.cfg.ema_window + 1)
+            loss = float(values["loss"])
+            if math.isfinite(loss):
+                self._ema = loss if self._ema is None else alpha * loss + (1 - alpha) * self._ema
+            if self._ema is not None:
+                values.setdefault("loss_smooth", self._ema)
+            values.setdefault("ppl", _ppl(loss))
+        elif kind == "val" and ("loss" in values or "val_loss" in values):
+            if "loss" in values:
+                values.setdefault("ppl", _ppl(values["loss"]))
+        self.writer.log(kind, step, **values)
+        if self.tb is not None:
+            if kind == "sample":
+                self.tb.text("samples", f"**{values.get('prompt', '')}**{values.get('text', '')}", step)
+            elif kind in ("train", "val", "system", "eval"):
+                self.tb.scalars(step, values, prefix=kind)
+        if self.cfg.console and self.enabled and not self.quiet and kind in ("train", "val"):
+            self._console(kind, step, values)
+        found = self._detect(kind, step, values)
+        if kind == "train" and self.cfg.system_every and time.monotonic() - self._last_system >= self.cfg.system_every:
+            found += self.log_system(step)
+        self.anomalies += found
+        return found
+
+    def _detect(self, kind: str, step: int, values: dict[str, Any]) -> list[Anomaly]:
+        if self.detector is None:
+            return []
+        if kind == "val" and ("loss" in values or "val_loss" in values):  # val_loss: the foundation's key
+            return self.detector.check_val(step, values.get("loss", values.get("val_loss")), values.get("train_loss"))
+        if kind in ("train", "system"):
+            return self.detector.check(step, values)
+        return []
+
+    def log_system(self, step: int) -> list[Anomaly]:
+        """Sample system telemetry now and log it as a `system` event."""
+        self._last_system = time.monotonic()
+        return self.log("system", step, **system_stats())
+
+    def log_histograms(self, step: int, model: Any, *, force: bool = False) -> bool:
+        """Weight and gradient histograms to TensorBoard every `monitor.histogram_every` steps (or `force`)."""
+        every = self.cfg.histogram_every
+        if self.tb is None or not (force or (every and step % every == 0)):
+            return False
+        self.tb.histograms(step, model)
+        return True
+
+    def log_hparams(self, hparams: dict[str, Any], metrics: dict[str, float] | None = None) -> None:
+        """Hyper-parameters and final metrics to TensorBoard's HPARAMS tab."""
+        if self.tb is not None:
+            self.tb.hparams(hparams, metrics)
+
+    def _tb_anomaly(self, a: Anomaly) -> None:
+        if self.tb is not None:
+            self.tb.text("anomalies", f"**{a.kind}** (step {a.step}): {a.message}", a.step)
+
+    def _console(self, kind: str, step: int, values: dict[str, Any]) -> None:
+        keys = ("loss", "loss_smooth", "ppl", "bpb", "lr", "grad_norm", "tokens_per_s", "mfu")
+        parts = [f"{k} {_fmt(values[k])}" for k in keys if k in values]
+        line = f"step {step:>7} | {kind:<5} | " + " | ".join(parts)
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(line, file=sys.stderr)  # keeps an active progress bar intact
+        except Exception:
+            print(line, file=sys.stderr)
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self, status: str = "finished", **summary: Any) -> None:
+        """Write the end event (`status`: finished | crashed | interrupted), hparams, plots; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.writer.log("event", self._last_step, event="end", status=status, **summary)
+        if self.tb is not None:
+            if self._hparams is not None:
+                final = {f"hparam/{k}": v for k, v in summary.items() if isinstance(v, (int, float))}
+                try:
+                    self.tb.hparams(self._hparams, final)
+                except Exception as e:
+                    log.warning("TensorBoard hparams not written: %s", e)
+            self.tb.close()
+        self.writer.close()
+        if self.enabled and self.cfg.plots:
+            try:
+                from lmforge.monitor.plots import plot_run
+
+                plot_run(self.run_dir)
+            except Exception as e:  # plots must never turn a finished run into a failure
+                log.warning("plots not written: %s", e)
+
+    def __enter__(self) -> RunLogger:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close("finished")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.close("interrupted")
+        else:
+            self.close("crashed", error=f"{exc_type.__name__}: {exc}")

@@ -1,0 +1,198 @@
+"""Stage 3 body: stream clean documents, encode them in batches (optionally in worker processes),
+split train/val by a hash of the document id and write token shards + `manifest.json`.
+
+Memory stays flat in corpus size: documents are read as a stream, at most `2 * workers` batches of
+`batch_bytes` text are in flight, and shard writers keep only the current shard's offsets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing as mp
+import os
+import resource
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lmforge.config import TokensConfig
+from lmforge.data.document import iter_clean_documents
+from lmforge.errors import DataError
+from lmforge.io import atomic_write_json
+from lmforge.tokenizer.core import Tokenizer, load_tokenizer
+from lmforge.tokens.format import ShardHeader, dtype_for_vocab, write_shard
+from lmforge.tokens.shards import MANIFEST, TokenShardWriter, split_summary
+
+_worker_tok: Tokenizer | None = None
+
+
+def split_hash(doc_id: str, seed: int) -> float:
+    """Deterministic value in [0, 1) for a document id; documents below val_fraction go to val."""
+    digest = hashlib.blake2b(f"{seed}\0{doc_id}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2.0**64
+
+
+def encode_docs(tok: Tokenizer, texts: list[str], add_bos: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Encode a batch; returns (flat uint32 tokens with <bos>?/<eos> per doc, per-doc lengths)."""
+    ids = tok.encode_batch(texts)
+    prefix = [tok.bos_id] if add_bos else []
+    lengths = np.fromiter((len(x) + 1 + len(prefix) for x in ids), dtype=np.int64, count=len(ids))
+    flat = np.empty(int(lengths.sum()), dtype=np.uint32)
+    pos = 0
+    for x in ids:  # one slice assignment per document (numpy converts the list in C)
+        doc = prefix + x
+        doc.append(tok.eos_id)
+        flat[pos: pos + len(doc)] = doc
+        pos += len(doc)
+    return flat, lengths
+
+
+def _init_worker(tokenizer_file: str) -> None:
+    global _worker_tok
+    os.environ.setdefault("RAYON_NUM_THREADS", "1")  # the processes are the parallelism; no oversubscription
+    _worker_tok = load_tokenizer(tokenizer_file)
+
+
+def _encode_in_worker(texts: list[str], add_bos: bool) -> tuple[np.ndarray, np.ndarray]:
+    return encode_docs(_worker_tok, texts, add_bos)
+
+
+def _batches(data_dir: Path, cfg: TokensConfig) -> Iterator[tuple[list[str], list[str], list[int]]]:
+    """(ids, texts, utf8 sizes) batches of about `cfg.batch_bytes` bytes of text."""
+    ids: list[str] = []
+    texts: list[str] = []
+    sizes: list[int] = []
+    total = 0
+    for doc in iter_clean_documents(data_dir):
+        n = len(doc.text.encode("utf-8", "surrogatepass"))
+        ids.append(doc.id)
+        texts.append(doc.text)
+        sizes.append(n)
+        total += n
+        if total >= cfg.batch_bytes:
+            yield ids, texts, sizes
+            ids, texts, sizes, total = [], [], [], 0
+    if ids:
+        yield ids, texts, sizes
+
+
+class _Splitter:
+    """Routes encoded documents to the train/val writers; remembers the train document with the
+    smallest hash so a corpus whose hashes put nothing in val can still get one val document."""
+
+    def __init__(self, cfg: TokensConfig, writers: dict[str, TokenShardWriter]) -> None:
+        self.cfg, self.writers = cfg, writers
+        self.best: tuple[float, int, int, np.ndarray, int] | None = None
+        self.docs = {"train": 0, "val": 0}
+
+    def add(self, doc_ids: list[str], sizes: list[int], flat: np.ndarray, lengths: np.ndarray) -> None:
+        starts = np.concatenate([[0], np.cumsum(lengths)])
+        for i, doc_id in enumerate(doc_ids):
+            h = split_hash(doc_id, self.cfg.split_seed)
+            split = "val" if h < self.cfg.val_fraction else "train"
+            toks = flat[starts[i]: starts[i + 1]]
+            shard, n = self.writers[split].add(toks, sizes[i])
+            self.docs[split] += 1
+            if split == "train" and (self.best is None or h < self.best[0]):
+                self.best = (h, shard, n, toks.copy(), sizes[i])
+
+
+def _remove_doc(out_dir: Path, rec: dict[str, Any], doc_no: int, nbytes: int, fp: str, vocab: int) -> bool:
+    """Rewrite shard `rec` without document `doc_no`; returns False when the shard became empty
+    (its files are then deleted)."""
+    bin_path, idx_path = out_dir / f"{rec['name']}.bin", out_dir / f"{rec['name']}.idx"
+    dtype = dtype_for_vocab(vocab)
+    tokens = np.fromfile(bin_path, dtype=dtype)
+    offsets = np.fromfile(idx_path, dtype="<i8", offset=64)
+    a, b = int(offsets[doc_no]), int(offsets[doc_no + 1])
+    tokens = np.concatenate([tokens[:a], tokens[b:]])
+    offsets = np.concatenate([offsets[: doc_no + 1], offsets[doc_no + 2:] - (b - a)])
+    if len(tokens) == 0:
+        bin_path.unlink()
+        idx_path.unlink()
+        return False
+    header = ShardHeader(dtype.itemsize, len(tokens), len(offsets) - 1, fp, vocab)
+    write_shard(bin_path, idx_path, tokens, offsets, header)
+    from lmforge.io import sha256_file
+
+    rec.update(tokens=len(tokens), docs=len(offsets) - 1, bytes=rec["bytes"] - nbytes,
+               sha256_bin=sha256_file(bin_path), sha256_idx=sha256_file(idx_path))
+    return True
+
+
+def _encoded(cfg: TokensConfig, tok: Tokenizer, data_dir: Path, pool) -> Iterator[tuple[list, list, np.ndarray, np.ndarray]]:
+    """Encoded batches in corpus order; with a pool, at most 2 * workers batches are in flight."""
+    if pool is None:
+        for ids, texts, sizes in _batches(data_dir, cfg):
+            yield ids, sizes, *encode_docs(tok, texts, cfg.add_bos)
+        return
+    pending: deque = deque()
+    for ids, texts, sizes in _batches(data_dir, cfg):
+        pending.append((ids, sizes, pool.submit(_encode_in_worker, texts, cfg.add_bos)))
+        if len(pending) >= 2 * cfg.workers:
+            ids0, sizes0, res = pending.popleft()
+            yield ids0, sizes0, *res.result()
+    while pending:
+        ids0, sizes0, res = pending.popleft()
+        yield ids0, sizes0, *res.result()
+
+
+def tokenize_corpus(cfg: TokensConfig, data_dir: Path, tokenizer_dir: Path, out_dir: Path, *,
+                    progress: bool = True) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    tok = load_tokenizer(tokenizer_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    writers = {s: TokenShardWriter(out_dir, s, shard_tokens=cfg.shard_tokens, fingerprint=tok.fingerprint,
+                                   vocab_size=tok.vocab_size) for s in ("train", "val")}
+    splitter = _Splitter(cfg, writers)
+    t0, nbytes = time.perf_counter(), 0
+    pool = None
+    if cfg.workers > 1:  # spawn: safe with the tokenizers thread pool; one rayon thread per worker
+        pool = ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                   initargs=(str(tok.path),))
+    bar = tqdm(desc="tokenize", unit="B", unit_scale=True, unit_divisor=1000, disable=not progress)
+    try:
+        for ids, sizes, flat, lengths in _encoded(cfg, tok, data_dir, pool):
+            splitter.add(ids, sizes, flat, lengths)
+            nbytes += sum(sizes)
+            bar.update(sum(sizes))
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    train, val = writers["train"].close(), writers["val"].close()
+    total_docs = splitter.docs["train"] + splitter.docs["val"]
+    if total_docs == 0:
+        raise DataError(f"no clean documents in {data_dir}: run the data stage first and check data/report.md")
+    moved = False
+    if not val and total_docs >= 2:  # guarantee a validation document, chosen by the same hash order
+        _, shard, doc_no, toks, size = splitter.best
+        writers["val"].add(toks, size)
+        val = writers["val"].close()
+        if not _remove_doc(out_dir, train[shard], doc_no, size, tok.fingerprint, tok.vocab_size):
+            train.pop(shard)
+        moved = True
+    elapsed = time.perf_counter() - t0
+    overhead = 1 + int(cfg.add_bos)
+    manifest = {
+        "format": "lmforge-tokens", "version": 1, "tokenizer_fingerprint": tok.fingerprint,
+        "vocab_size": tok.vocab_size, "dtype": str(dtype_for_vocab(tok.vocab_size).name),
+        "eos_id": tok.eos_id, "bos_id": tok.bos_id, "pad_id": tok.pad_id, "add_bos": cfg.add_bos,
+        "val_fraction": cfg.val_fraction, "split_seed": cfg.split_seed, "val_doc_forced": moved,
+        "splits": {"train": split_summary(train, overhead), "val": split_summary(val, overhead)},
+        "stats": {"elapsed_s": round(elapsed, 3), "bytes": nbytes, "mb_per_s": round(nbytes / 1e6 / max(elapsed, 1e-9), 3),
+                  "workers": cfg.workers, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)},
+    }
+    manifest["val_bytes_per_token"] = manifest["splits"]["val"]["bytes_per_token"]
+    atomic_write_json(out_dir / MANIFEST, manifest)
+    return manifest

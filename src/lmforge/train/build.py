@@ -1,0 +1,208 @@
+"""Build what the training loop needs from a Config and a run directory.
+
+Each builder is a small function, so tests and benchmarks can assemble a `Trainer` from in-memory
+pieces; `build_trainer` wires them up for `lmforge.train.trainer.train`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from lmforge.config import Config, TrainConfig
+from lmforge.errors import ConfigError
+from lmforge.model import GPT
+from lmforge.monitor.metrics import MetricsWriter
+from lmforge.train import checkpoint as ck
+from lmforge.train.callbacks import AnomalyCallback, CheckpointCallback, EvalCallback, LogCallback
+from lmforge.train.distributed import DistInfo, init_distributed
+from lmforge.train.lock import RunLock
+from lmforge.train.optim import build_optimizer
+from lmforge.train.rng import seed_all
+from lmforge.train.step import StepSettings
+from lmforge.train.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+# Dense bf16/fp16 tensor-core peaks (FLOP/s) for MFU; fp32 peaks differ, so MFU uses these only
+# for bf16/fp16 runs.
+GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12,
+                  "L4": 121e12, "RTX 4090": 165e12, "RTX 3090": 71e12, "V100": 125e12, "T4": 65e12}
+
+
+def resolve_device(name: str, dist_info: DistInfo | None = None) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError("config key 'train.device': CUDA is not available on this machine; use auto or cpu")
+        if name == "cuda" and dist_info is not None:
+            return torch.device("cuda", dist_info.local_rank)
+    return torch.device(name)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto` = bf16 on a CUDA device that supports it, else fp32 (on CPU, bf16 autocast is slower
+    than fp32 for the small models trained there; see benchmarks/train_throughput.py)."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("config key 'train.precision': fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+    return precision
+
+
+def autocast_factory(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    if precision == "fp32":
+        return contextlib.nullcontext
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return functools.partial(torch.autocast, device_type=device.type, dtype=dtype)
+
+
+def step_settings(t: TrainConfig, precision: str, device: torch.device, world_size: int) -> StepSettings:
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    return StepSettings(grad_clip=t.grad_clip, label_smoothing=t.label_smoothing, z_loss=t.z_loss,
+                        loss_norm=t.loss_norm, autocast=autocast_factory(precision, device), scaler=scaler,
+                        world_size=world_size)
+
+
+def peak_flops(t: TrainConfig, precision: str, device: torch.device) -> float:
+    if t.peak_flops:
+        return t.peak_flops
+    if device.type == "cuda" and precision in ("bf16", "fp16"):
+        name = torch.cuda.get_device_name(device)
+        for key, flops in GPU_PEAK_FLOPS.items():
+            if key in name:
+                return flops
+    return 0.0
+
+
+def with_vocab(cfg: Config, vocab_size: int) -> Config:
+    """`model.vocab_size: 0` means "from the tokenizer"."""
+    if cfg.model.vocab_size == 0:
+        return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=vocab_size))
+    if cfg.model.vocab_size < vocab_size:
+        raise ConfigError(f"config key 'model.vocab_size': {cfg.model.vocab_size} is smaller than the tokenizer's "
+                          f"{vocab_size}; set it to 0 (= from the tokenizer) or >= {vocab_size}")
+    return cfg
+
+
+def data_fingerprint(tokens_dir: Path) -> str:
+    man = tokens_dir / "manifest.json"
+    return hashlib.sha256(man.read_bytes()).hexdigest()[:16] if man.is_file() else "none"
+
+
+def open_loaders(cfg: Config, run_dir: Path, dist_info: DistInfo, fingerprint: str | None) -> tuple[Any, Any]:
+    """(train loader, factory of a fresh validation loader) over RUN_DIR/tokens."""
+    from lmforge.tokens.loader import TokenLoader
+    from lmforge.tokens.shards import open_split
+
+    t, T = cfg.train, cfg.model.block_size
+    tokens = run_dir / "tokens"
+    train_ds = open_split(tokens, "train", fingerprint=fingerprint)
+    val_ds = open_split(tokens, "val", fingerprint=fingerprint)
+    common = dict(seq_len=T, batch_size=t.batch_size, rank=dist_info.rank, world_size=dist_info.world_size,
+                  doc_masks=t.doc_masks)
+    prefetch = 2 if torch.cuda.is_available() else 0  # on CPU the thread would compete with the matmuls
+    train_loader = TokenLoader(train_ds, seed=t.seed, shuffle=t.shuffle, prefetch=prefetch, **common)
+    return train_loader, lambda: TokenLoader.for_eval(val_ds, **common)
+
+
+def planned_steps(t: TrainConfig, tokens_per_step: int, tokens_per_epoch: float | None) -> int | None:
+    """Total optimiser steps the budgets allow (the schedule's horizon); None = time budget only."""
+    caps = []
+    if t.max_steps:
+        caps.append(t.max_steps)
+    if t.max_tokens:
+        caps.append(-(-t.max_tokens // tokens_per_step))
+    if t.max_epochs and tokens_per_epoch:
+        caps.append(max(1, int(-(-t.max_epochs * tokens_per_epoch // tokens_per_step))))
+    return min(caps) if caps else None
+
+
+def build_model(cfg: Config, device: torch.device) -> nn.Module:
+    seed_all(cfg.train.seed)  # same initial weights on every rank
+    return GPT(cfg.model).to(device)
+
+
+def default_callbacks() -> list:
+    # order matters: the NaN policy first, checkpoint last (after eval has set the val loss)
+    return [AnomalyCallback(), LogCallback(), EvalCallback(), CheckpointCallback()]
+
+
+def build_trainer(cfg: Config, run_dir: Path, *, resume: str | None = None) -> tuple[Trainer, RunLock | None, Any]:
+    """Everything `train` needs: (trainer, held lock or None, cleanup function)."""
+    from lmforge.tokenizer import load_tokenizer
+
+    probe = resolve_device(cfg.train.device)
+    dist_info = init_distributed(probe.type)
+    device = resolve_device(cfg.train.device, dist_info)
+    lock = RunLock(run_dir).acquire() if dist_info.is_main else None
+    try:
+        tok = load_tokenizer(run_dir / "tokenizer")
+        cfg = with_vocab(cfg, tok.vocab_size)
+        train_loader, make_val = open_loaders(cfg, run_dir, dist_info, tok.fingerprint)
+        trainer = assemble(cfg, run_dir, device, dist_info, train_loader, make_val,
+                           data_fingerprint(run_dir / "tokens"))
+        start_or_resume(trainer, resume)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    return trainer, lock, lambda: None
+
+
+def assemble(cfg: Config, run_dir: Path, device: torch.device, dist_info: DistInfo, train_loader: Any,
+             make_val_loader: Any, fingerprint: str, callbacks: list | None = None) -> Trainer:
+    """Model, optimiser, precision, wrappers and callbacks around ready-made loaders."""
+    t = cfg.train
+    precision = resolve_precision(t.precision, device)
+    raw = build_model(cfg, device)
+    raw.grad_checkpointing = t.grad_checkpointing
+    optimizer = build_optimizer(raw, t, device)
+    model: nn.Module = raw
+    if t.compile:
+        model = torch.compile(model)
+    if dist_info.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    torch.manual_seed(t.seed + dist_info.rank)  # per-rank dropout streams, after the shared init
+    tokens_per_step = t.batch_size * cfg.model.block_size * t.grad_accum * dist_info.world_size
+    total = planned_steps(t, tokens_per_step, getattr(train_loader, "tokens_per_epoch", None))
+    writer = MetricsWriter(run_dir / "metrics.jsonl", enabled=dist_info.is_main)
+    return Trainer(cfg=cfg, run_dir=run_dir, model=model, raw_model=raw, optimizer=optimizer,
+                   settings=step_settings(t, precision, device, dist_info.world_size), train_loader=train_loader,
+                   make_val_loader=make_val_loader, writer=writer,
+                   callbacks=callbacks if callbacks is not None else default_callbacks(), rank=dist_info.rank,
+                   world_size=dist_info.world_size, tokens_per_step=tokens_per_step, total_steps=total,
+                   data_fingerprint=fingerprint, peak_flops=peak_flops(t, precision, device))
+
+
+def start_or_resume(trainer: Trainer, resume: str | None) -> Path | None:
+    """Clean partial checkpoint writes, then restore `resume` (auto | path) if given and found."""
+    root = trainer.ckpt_root
+    if trainer.rank == 0:
+        for p in ck.clean_partial(root):
+            log.warning("removed incomplete checkpoint %s (interrupted write)", p)
+    if resume is None:
+        return None
+    path = ck.find_resume(root, resume)
+    if path is None:
+        log.info("resume=auto: no complete checkpoint in %s, starting fresh", root)
+        return None
+    trainer.restore(path)
+    if trainer.rank == 0:
+        trainer.writer.log("event", trainer.state.step, what="resume", checkpoint=str(path))
+    return path
+
+
+__all__ = ["build_trainer", "assemble", "start_or_resume"]

@@ -1,0 +1,328 @@
+"""Stage 4 entry point and the thin training loop.
+
+    summary = train(cfg, run_dir, resume="auto")
+
+`train` reads RUN_DIR/tokenizer and RUN_DIR/tokens, builds the model, optimiser and loaders
+(`lmforge.train.build`), restores a checkpoint when asked, and runs `Trainer.fit`: fetch the
+micro-batches, one `train_step`, then the callbacks (anomaly policy, logging, evaluation,
+checkpointing). Everything else lives in those pieces.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from lmforge.config import Config
+from lmforge.errors import LmforgeError
+from lmforge.monitor.metrics import MetricsWriter
+from lmforge.train import checkpoint as ck
+from lmforge.train.callbacks.base import Callback
+from lmforge.train.distributed import all_reduce_sum
+from lmforge.train.optim import lr_at, set_lr
+from lmforge.train.rng import get_rng_state, set_rng_state
+from lmforge.train.step import StepResult, StepSettings, train_step
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    """Optimiser steps taken (including skipped ones)."""
+    tokens_seen: int = 0
+    """Input tokens consumed, all processes."""
+    train_time: float = 0.0
+    """Seconds spent in the loop, summed over resumed runs."""
+    val_loss: float | None = None
+    best_val_loss: float | None = None
+    bad_steps: int = 0
+    """Steps whose loss or gradient was NaN/Inf."""
+    consecutive_bad: int = 0
+    last_loss: float | None = None
+    val_step: int = -1
+    """Step of the last evaluation."""
+    ckpt_step: int = -1
+    """Step of the last checkpoint."""
+
+
+class Trainer:
+    """The loop. Built by `lmforge.train.build.build_trainer`; owns no construction logic."""
+
+    def __init__(self, *, cfg: Config, run_dir: Path, model: nn.Module, raw_model: nn.Module,
+                 optimizer: torch.optim.Optimizer, settings: StepSettings, train_loader: Any,
+                 make_val_loader: Any, writer: MetricsWriter, callbacks: list[Callback], rank: int = 0,
+                 world_size: int = 1, tokens_per_step: int, total_steps: int | None, data_fingerprint: str,
+                 peak_flops: float = 0.0) -> None:
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.model, self.raw_model, self.optimizer, self.settings = model, raw_model, optimizer, settings
+        self.train_loader, self.make_val_loader = train_loader, make_val_loader
+        self.writer, self.callbacks = writer, callbacks
+        self.rank, self.world_size = rank, world_size
+        self.tokens_per_step, self.total_steps = tokens_per_step, total_steps
+        self.data_fingerprint, self.peak_flops = data_fingerprint, peak_flops
+        self.ckpt_root = self.run_dir / "checkpoints"
+        self.state = TrainState()
+        self.stop_reason: str | None = None
+        self.stop_requested: str | None = None
+        self.last_ckpt: Path | None = None
+        self._it = iter(train_loader)
+        self._t_start = 0.0
+
+    # ---------------------------------------------------------------- data
+    def next_batch(self) -> Any:
+        try:
+            return next(self._it)
+        except StopIteration:  # a loader that ends at each epoch boundary: start the next epoch
+            self._it = iter(self.train_loader)
+            return next(self._it)
+
+    @property
+    def epoch(self) -> float:
+        return float(getattr(self.train_loader, "epoch", 0.0))
+
+    # ---------------------------------------------------------------- budgets and schedule
+    def elapsed(self) -> float:
+        return self.state.train_time + (time.time() - self._t_start)
+
+    def lr(self) -> float:
+        t = self.cfg.train
+        total = self.total_steps
+        if total is None:  # time budget only: estimate the total from the speed so far
+            frac = min(1.0, self.elapsed() / t.max_time)
+            total = max(self.state.step + 1, int(self.state.step / frac)) if frac > 0 else 10**9
+        return lr_at(self.state.step, t, total)
+
+    def budget_reached(self) -> str | None:
+        t, s = self.cfg.train, self.state
+        if t.max_steps and s.step >= t.max_steps:
+            return "max_steps"
+        if t.max_tokens and s.tokens_seen >= t.max_tokens:
+            return "max_tokens"
+        if t.max_epochs and self.epoch >= t.max_epochs:
+            return "max_epochs"
+        if t.max_time and self.elapsed() >= t.max_time:
+            return "max_time"
+        return None
+
+    # ---------------------------------------------------------------- the loop
+    def fit(self) -> dict[str, Any]:
+        self._t_start = time.time()
+        for cb in self.callbacks:
+            cb.pre_train(self)
+        with _StopOnSignal(self):
+            while self.stop_reason is None:
+                self.stop_reason = self.budget_reached() or self.stop_requested
+                if self.stop_reason:
+                    break
+                self.run_one_step()
+        for cb in self.callbacks:
+            cb.post_train(self)
+        return self.summary()
+
+    def run_one_step(self) -> StepResult:
+        set_lr(self.optimizer, self.lr())
+        batches = [self.next_batch() for _ in range(self.cfg.train.grad_accum)]
+        self.model.train()
+        try:
+            result = train_step(self.model, self.optimizer, batches, self.settings)
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            if isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e):
+                raise LmforgeError(oom_message(self, e)) from None
+            raise
+        s = self.state
+        s.step += 1
+        s.tokens_seen += self.tokens_per_step
+        s.last_loss = result.loss
+        for cb in self.callbacks:
+            cb.post_step(self, result)
+        self.stop_reason = self.stop_reason or self.stop_requested
+        return result
+
+    # ---------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Mean validation cross-entropy per target token over `eval_batches` batches (all ranks)."""
+        from lmforge.train.step import _forward_loss
+
+        self.model.eval()
+        total = torch.zeros(2, dtype=torch.float64)
+        loader = self.make_val_loader()
+        n = self.cfg.train.eval_batches or None
+        for i, batch in enumerate(loader):
+            if n is not None and i >= n:
+                break
+            sums = _forward_loss(self.model, batch, self.settings)
+            total += torch.stack([sums.ce.double().cpu(), sums.count.double().cpu()])
+        total = all_reduce_sum(total)
+        self.model.train()
+        loss = float(total[0] / total[1]) if total[1] > 0 else float("nan")
+        s = self.state
+        s.val_loss, s.val_step = loss, s.step
+        if math.isfinite(loss) and (s.best_val_loss is None or loss < s.best_val_loss):
+            s.best_val_loss = loss
+        return loss
+
+    # ---------------------------------------------------------------- checkpoints
+    def checkpoint_state(self) -> dict[str, Any]:
+        from lmforge.config import to_dict
+
+        rng = get_rng_state()
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            gathered: list[Any] = [None] * self.world_size
+            dist.all_gather_object(gathered, rng)
+            rng_all = gathered
+        else:
+            rng_all = [rng]
+        return {**asdict(self.state), "loader": self.train_loader.state_dict(), "rng": rng_all,
+                "config": to_dict(self.cfg), "data_fingerprint": self.data_fingerprint,
+                "world_size": self.world_size, "tokens_per_step": self.tokens_per_step,
+                "torch": torch.__version__, "time": time.time()}
+
+    def save_checkpoint(self) -> Path | None:
+        """Write a full checkpoint (rank 0 writes; every rank joins the RNG gather)."""
+        s = self.state
+        s.train_time = self.elapsed()
+        self._t_start = time.time()
+        s_dict = self.checkpoint_state()
+        path = None
+        if self.rank == 0:
+            optim = {"optimizer": self.optimizer.state_dict(),
+                     "scaler": self.settings.scaler.state_dict() if self.settings.scaler is not None else None}
+            path = ck.write_checkpoint(self.ckpt_root, s.step, model_state=self.raw_model, optim_state=optim,
+                                       state=s_dict)
+            ck.set_pointer(self.ckpt_root, "latest", path)
+            if s.val_loss is not None and s.val_step == s.step and s.val_loss == s.best_val_loss:
+                ck.set_pointer(self.ckpt_root, "best", path)
+            ck.prune(self.ckpt_root, self.cfg.train.keep_last)
+        s.ckpt_step = s.step
+        self.last_ckpt = path or self.ckpt_root / ck.step_dir_name(s.step)
+        return path
+
+    def restore(self, path: Path, *, keep_loader: bool = False) -> None:
+        """Load weights, optimiser, scaler, RNG and loader position from a verified checkpoint."""
+        state = ck.read_state(path)
+        if state.get("data_fingerprint") != self.data_fingerprint:
+            raise ck.CheckpointError(f"checkpoint {path} was trained on other data (fingerprint "
+                                     f"{state.get('data_fingerprint')} vs {self.data_fingerprint}); "
+                                     f"use a new run directory or restore the original tokens/")
+        if state.get("world_size") != self.world_size and self.rank == 0:
+            # the loader reshards when the windows consumed divide into the new global batch (else it raises)
+            self.writer.log("event", state["step"], what="reshard", old_world_size=state.get("world_size"),
+                            world_size=self.world_size)
+        ck.load_weights(self.raw_model, path, next(self.raw_model.parameters()).device)
+        optim = ck.load_optimizer_file(path)
+        self.optimizer.load_state_dict(optim["optimizer"])
+        if self.settings.scaler is not None and optim.get("scaler"):
+            self.settings.scaler.load_state_dict(optim["scaler"])
+        if not keep_loader:
+            self.train_loader.load_state_dict(state["loader"])
+            self._it = iter(self.train_loader)
+        set_rng_state(state["rng"][self.rank % len(state["rng"])])
+        fields = TrainState.__dataclass_fields__
+        self.state = TrainState(**{k: state[k] for k in fields if k in state})
+        self.last_ckpt = Path(path)
+
+    def rollback(self) -> None:
+        """Reload the last complete checkpoint but keep the data position: the offending batches are
+        skipped, not replayed. Raises when there is nothing to roll back to."""
+        path = ck.find_resume(self.ckpt_root, "auto")
+        if path is None:
+            raise LmforgeError(f"train.nan_policy=rollback at step {self.state.step}, but {self.ckpt_root} holds no "
+                               f"complete checkpoint yet; lower train.ckpt_every or use nan_policy=skip")
+        bad, elapsed, step = self.state.bad_steps, self.elapsed(), self.state.step
+        self.restore(path, keep_loader=True)
+        self.state.bad_steps, self.state.train_time, self._t_start = bad, elapsed, time.time()
+        if self.rank == 0:
+            self.writer.log("event", step, what="rollback", to_step=self.state.step, checkpoint=str(path))
+
+    def summary(self) -> dict[str, Any]:
+        s = self.state
+        best = ck.read_pointer(self.ckpt_root, "best")
+        return {"step": s.step, "tokens_seen": s.tokens_seen, "train_loss": s.last_loss, "val_loss": s.val_loss,
+                "best_val_loss": s.best_val_loss, "bad_steps": s.bad_steps, "stopped_by": self.stop_reason,
+                "checkpoint": str(self.last_ckpt) if self.last_ckpt else None,
+                "best_checkpoint": str(best) if best else None, "wall_time": self.elapsed(),
+                "epoch": self.epoch}
+
+
+def oom_message(trainer: Trainer, err: BaseException) -> str:
+    """What ran out, with the figures, and what to change (the last checkpoint is intact)."""
+    t, m = trainer.cfg.train, trainer.cfg.model
+    params = sum(p.numel() for p in trainer.raw_model.parameters())
+    device = next(trainer.raw_model.parameters()).device
+    mem = ""
+    if device.type == "cuda":
+        gib = 1024**3
+        total = torch.cuda.get_device_properties(device).total_memory / gib
+        mem = (f"; GPU memory: {torch.cuda.memory_allocated(device) / gib:.1f} GiB allocated, "
+               f"{torch.cuda.max_memory_allocated(device) / gib:.1f} GiB peak, {total:.1f} GiB total")
+    tips = [f"lower train.batch_size (now {t.batch_size}) and raise train.grad_accum (now {t.grad_accum}) to keep "
+            f"the global batch of {t.batch_size * t.grad_accum} sequences"]
+    if not t.grad_checkpointing:
+        tips.append("set train.grad_checkpointing=true (recomputes activations in the backward pass)")
+    if t.precision in ("fp32", "auto") and device.type == "cuda":
+        tips.append("use train.precision=bf16")
+    tips.append(f"or shorten model.block_size (now {m.block_size})")
+    return (f"out of memory at step {trainer.state.step + 1} on {device}: micro-batch {t.batch_size} x "
+            f"{m.block_size} tokens, model {params / 1e6:.1f}M parameters{mem} ({str(err).splitlines()[0][:200]}). "
+            f"To fix: {'; '.join(tips)}. The last checkpoint ({trainer.last_ckpt}) is intact.")
+
+
+class _StopOnSignal:
+    """SIGTERM/SIGINT ask the loop to finish the current step, checkpoint and return normally."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.trainer.stop_requested:  # second signal: the user means it
+            raise KeyboardInterrupt(name)
+        self.trainer.stop_requested = name
+        log.warning("%s received: finishing the current step, then saving a checkpoint", name)
+
+    def __enter__(self) -> _StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self.old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, h in self.old.items():
+            signal.signal(sig, h)
+
+
+def train(cfg: Config, run_dir: Path, *, resume: str | None = None,
+          extra_callbacks: list[Callback] | None = None) -> dict[str, Any]:
+    """Stage 4: train on RUN_DIR/tokens, write RUN_DIR/checkpoints and metrics; return a summary.
+
+    resume: None (fresh start; existing checkpoints are kept and overwritten step by step),
+    "auto" (newest verified checkpoint, or a fresh start when there is none) or a checkpoint path.
+    extra_callbacks: run after the standard ones (anomaly, log, eval, checkpoint).
+    """
+    from lmforge.train.build import build_trainer
+
+    trainer, lock, cleanup = build_trainer(cfg, Path(run_dir), resume=resume)
+    trainer.callbacks.extend(extra_callbacks or [])
+    try:
+        return trainer.fit()
+    finally:
+        for cb in trainer.callbacks:
+            cb.close()
+        trainer.writer.close()
+        cleanup()
+        if lock is not None:
+            lock.release()

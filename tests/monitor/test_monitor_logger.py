@@ -1,0 +1,178 @@
+"""RunLogger fan-out (metrics.jsonl + TensorBoard + console), system telemetry, progress bars, plots."""
+
+import math
+
+import pytest
+
+from lmforge.config import Config, MonitorConfig
+from lmforge.errors import LmforgeError
+from lmforge.monitor.logger import RunLogger
+from lmforge.monitor.metrics import read_metrics
+from lmforge.monitor.progress import is_quiet, progress
+from lmforge.monitor.system import rss_mb, system_stats
+
+
+def test_system_stats_on_cpu():
+    s = system_stats()
+    assert 1 < s["rss_mb"] < 100_000
+    assert abs(s["rss_mb"] - rss_mb()) < 50
+    assert not any(k.startswith(("cuda_", "gpu_")) for k in s)  # no CUDA here: keys absent, no error
+
+
+def test_system_stats_falls_back_to_proc(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_psutil(name, *a, **k):
+        if name == "psutil":
+            raise ImportError("psutil hidden by the test")
+        return real_import(name, *a, **k)
+
+    expected = rss_mb()
+    monkeypatch.setattr(builtins, "__import__", no_psutil)
+    got = rss_mb()
+    assert got is not None and abs(got - expected) < 50
+
+
+def test_run_logger_fans_out_and_smooths(tmp_path):
+    cfg = Config(monitor=MonitorConfig(ema_window=3, system_every=0, plots=False, tensorboard=False))
+    with RunLogger(tmp_path, cfg) as mon:
+        mon.log("train", 1, loss=4.0, lr=1e-3, grad_norm=0.5)
+        mon.log("train", 2, loss=2.0, lr=1e-3, grad_norm=0.5)
+        mon.log("val", 2, loss=math.log(10.0))
+        mon.log("sample", 2, prompt="The ", text="cat")
+    events = list(read_metrics(tmp_path / "metrics.jsonl"))
+    assert [e["kind"] for e in events] == ["event", "train", "train", "val", "sample", "event"]
+    start, t1, t2, val, _, end = events
+    assert start["event"] == "start" and start["pid"] > 0 and start["host"]
+    assert t1["loss_smooth"] == 4.0 and t2["loss_smooth"] == pytest.approx(0.5 * 2.0 + 0.5 * 4.0)  # alpha 2/(3+1)
+    assert t2["ppl"] == pytest.approx(math.exp(2.0))
+    assert val["ppl"] == pytest.approx(10.0)
+    assert end["event"] == "end" and end["status"] == "finished" and end["step"] == 2
+
+
+def test_run_logger_records_crash_and_returns_anomalies(tmp_path):
+    hooked = []
+    with pytest.raises(RuntimeError):
+        with RunLogger(tmp_path, MonitorConfig(plots=False, tensorboard=False, system_every=0)) as mon:
+            mon.on_anomaly.append(hooked.append)
+            found = mon.log("train", 7, loss=float("nan"), grad_norm=1.0)
+            assert [a.kind for a in found] == ["nonfinite_loss"] and hooked == found
+            raise RuntimeError("boom")
+    events = list(read_metrics(tmp_path / "metrics.jsonl"))
+    assert events[1]["loss"] == "nan"
+    assert [e["type"] for e in events if e["kind"] == "anomaly"] == ["nonfinite_loss"]
+    assert events[-1]["status"] == "crashed" and "boom" in events[-1]["error"]
+
+
+def test_run_logger_system_events_and_disabled_rank(tmp_path):
+    with RunLogger(tmp_path / "r0", MonitorConfig(system_every=0.001, plots=False, tensorboard=False)) as mon:
+        mon.log("train", 1, loss=1.0)
+    sys_events = list(read_metrics(tmp_path / "r0" / "metrics.jsonl", kind="system"))
+    assert len(sys_events) == 1 and sys_events[0]["rss_mb"] > 1
+    with RunLogger(tmp_path / "r1", MonitorConfig(plots=False), enabled=False) as mon:
+        assert [a.kind for a in mon.log("train", 1, loss=1.0, grad_norm=99.0)] == ["grad_explosion"]
+    assert not (tmp_path / "r1").exists()  # rank > 0 writes nothing
+
+
+def test_console_lines_and_quiet(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("LMFORGE_QUIET", raising=False)
+    with RunLogger(tmp_path / "a", MonitorConfig(console=True, plots=False, tensorboard=False, system_every=0)) as m:
+        m.log("train", 10, loss=2.5, lr=3e-4)
+    assert "step      10 | train | loss 2.5 | loss_smooth 2.5 | ppl 12.18 | lr 0.0003" in capsys.readouterr().err
+    monkeypatch.setenv("LMFORGE_QUIET", "1")
+    with RunLogger(tmp_path / "b", MonitorConfig(console=True, plots=False, tensorboard=False, system_every=0)) as m:
+        m.log("train", 10, loss=2.5, grad_norm=50.0)
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_bar_rate_eta_and_quiet(monkeypatch, capsys):
+    monkeypatch.delenv("LMFORGE_QUIET", raising=False)
+    assert list(progress(range(5), "clean", "doc")) == [0, 1, 2, 3, 4]
+    err = capsys.readouterr().err
+    assert "clean: 100%" in err and "5/5" in err and "doc/s" in err and "<00:00" in err  # rate and ETA
+    bar = progress(10, desc="train", unit="step")
+    bar.update(4)
+    bar.close()
+    assert "4/10" in capsys.readouterr().err
+    monkeypatch.setenv("LMFORGE_QUIET", "1")
+    assert is_quiet() and not is_quiet(False) and is_quiet(True)
+    assert list(progress(iter([1, 2]), "x")) == [1, 2]
+    assert capsys.readouterr().err == ""
+
+
+def test_tensorboard_scalars_text_histograms_hparams(tmp_path):
+    pytest.importorskip("tensorboard")
+    import torch
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = Config(monitor=MonitorConfig(histogram_every=2, plots=False, system_every=0))
+    model = torch.nn.Linear(3, 2)
+    model(torch.randn(4, 3)).sum().backward()
+    with RunLogger(tmp_path, cfg) as mon:
+        for s in (1, 2, 3):
+            mon.log("train", s, loss=3.0 - s, lr=1e-3)
+            assert mon.log_histograms(s, model) == (s == 2)
+        mon.log("val", 3, loss=1.5)
+        mon.log("sample", 3, prompt="Once", text=" upon a time")
+        mon.log("train", 4, loss=1.0, grad_norm=1e3)  # an anomaly goes to TensorBoard text too
+    acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"histograms": 0, "scalars": 0, "tensors": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == [(1, 2.0), (2, 1.0), (3, 0.0), (4, 1.0)]
+    assert [e.value for e in acc.Scalars("val/loss")] == [1.5]
+    assert {"weights/weight", "weights/bias", "grads/weight", "grads/bias"} <= set(tags["histograms"])
+    assert [e.step for e in acc.Histograms("weights/weight")] == [2]
+    assert {"samples/text_summary", "anomalies/text_summary"} <= set(tags["tensors"])
+    assert set(acc.PluginTagToContent("hparams")) == {
+        "_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"}
+
+
+def test_plots_written_and_compare(tmp_path):
+    pytest.importorskip("matplotlib")
+    from lmforge.monitor.plots import ema, plot_run, plot_runs, series
+
+    for name, scale in (("a", 1.0), ("b", 2.0)):
+        with RunLogger(tmp_path / name, MonitorConfig(tensorboard=False, system_every=0, plots=False)) as mon:
+            for s in range(1, 21):
+                mon.log("train", s, loss=scale * 5 / s, lr=1e-3, grad_norm=0.5, tokens=100 * s, tokens_per_s=1e4)
+            mon.log("val", 20, loss=scale)
+    paths = plot_run(tmp_path / "a")
+    names = sorted(p.name for p in paths)
+    assert names == ["grad_norm.png", "loss.png", "lr.png", "overview.png", "tokens_per_s.png", "val_loss.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+    out = plot_runs([tmp_path / "a", tmp_path / "b"], tmp_path / "cmp.png", x="tokens")
+    assert out.read_bytes()[:4] == b"\x89PNG" and not list(tmp_path.glob(".*.tmp"))
+    assert series({"train": [{"step": 1, "tokens": 10, "loss": 2}], "val": [{"step": 1, "loss": 3}]},
+                  "val", "loss", "tokens") == ([10.0], [3.0])
+    assert ema([1.0, 1.0, 1.0], 0.9) == pytest.approx([1.0, 1.0, 1.0])  # debiased: no pull towards 0
+    with pytest.raises(LmforgeError, match="metrics.jsonl does not exist"):
+        plot_runs([tmp_path / "missing"], tmp_path / "x.png")
+
+
+def test_layer_grad_norms_and_update_ratio():
+    import torch
+
+    from lmforge.monitor.modelstats import UpdateTracker, layer_grad_norms
+
+    model = torch.nn.Sequential()
+    model.add_module("emb", torch.nn.Linear(2, 2, bias=False))
+    model.add_module("blocks", torch.nn.ModuleList([torch.nn.Linear(2, 2, bias=False) for _ in range(2)]))
+    with torch.no_grad():
+        model.emb.weight.fill_(1.0)
+        for b in model.blocks:
+            b.weight.fill_(2.0)
+    for p, g in zip(model.parameters(), (3.0, 4.0, 0.0)):
+        p.grad = torch.full_like(p, g)
+    norms = layer_grad_norms(model)
+    assert set(norms) == {"grad_norm/emb", "grad_norm/blocks.0", "grad_norm/blocks.1", "grad_norm"}
+    assert norms["grad_norm/emb"] == pytest.approx(6.0) and norms["grad_norm/blocks.0"] == pytest.approx(8.0)
+    assert norms["grad_norm"] == pytest.approx(10.0)  # sqrt(36 + 64 + 0)
+    tracker = UpdateTracker(model)
+    tracker.before()
+    with torch.no_grad():
+        model.blocks[0].weight.add_(0.02)  # |dW| / |W| = 0.02 / 2 = 1e-2
+    ratios = tracker.after()
+    assert ratios["update_ratio/blocks.0"] == pytest.approx(1e-2) and ratios["update_ratio/emb"] == 0.0
+    assert ratios["update_ratio"] == pytest.approx(0.04 / math.sqrt(4 + 16 + 16), rel=1e-5)

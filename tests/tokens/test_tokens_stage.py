@@ -1,0 +1,110 @@
+"""Tokenize stage: shards, manifest, split, special tokens, sharding, workers."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from lmforge.config import TokenizerConfig, TokensConfig
+from lmforge.data.document import Document, ShardWriter
+from lmforge.errors import DataError
+from lmforge.tokenizer import train_tokenizer
+from lmforge.tokens.shards import open_split, run_tokenize_stage
+from lmforge.tokens.stage import split_hash
+
+
+def _corpus(n=120):
+    words = "the quick brown fox jumps over a lazy dog while seven wizards hum".split()
+    rng = np.random.default_rng(0)
+    return [Document(f"doc-{i}", " ".join(rng.choice(words, size=int(rng.integers(3, 40)))) + f" №{i}.")
+            for i in range(n)]
+
+
+def _make(tmp_path, docs, kind="byte", shard_docs=50):
+    with ShardWriter(tmp_path / "data", "clean", max_docs=shard_docs) as w:
+        for d in docs:
+            w.write(d)
+    train_tokenizer(TokenizerConfig(kind=kind, vocab_size=300), (d.text for d in docs), tmp_path / "tokenizer")
+    return tmp_path / "data", tmp_path / "tokenizer"
+
+
+def _run(tmp_path, data, tokdir, name="tokens", **cfg):
+    return run_tokenize_stage(TokensConfig(**cfg), data, tokdir, tmp_path / name, progress=False)
+
+
+def test_stage_writes_every_document_once_with_eos(tmp_path):
+    docs = _corpus()
+    data, tokdir = _make(tmp_path, docs, kind="bpe")
+    man = _run(tmp_path, data, tokdir, val_fraction=0.2)
+    from lmforge.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tokdir)
+    texts = {}
+    for split in ("train", "val"):
+        ds = open_split(tmp_path / "tokens", split, fingerprint=tok.fingerprint)
+        assert man["splits"][split]["tokens"] == ds.num_tokens and man["splits"][split]["docs"] == ds.num_docs
+        for i in range(ds.num_docs):
+            ids = ds.doc(i)
+            assert ids[-1] == tok.eos_id and tok.eos_id not in ids[:-1]
+            texts.setdefault(split, []).append(tok.decode(ids))
+    expect_val = [d.text for d in docs if split_hash(d.id, 0) < 0.2]
+    assert texts["val"] == expect_val and len(expect_val) > 5
+    assert texts["train"] == [d.text for d in docs if split_hash(d.id, 0) >= 0.2]
+    for split, want in texts.items():
+        assert man["splits"][split]["bytes"] == sum(len(t.encode()) for t in want)
+    assert man["val_bytes_per_token"] == pytest.approx(
+        man["splits"]["val"]["bytes"] / (man["splits"]["val"]["tokens"] - man["splits"]["val"]["docs"]), abs=1e-3)
+
+
+def test_manifest_checksums_sharding_and_determinism(tmp_path):
+    data, tokdir = _make(tmp_path, _corpus(300))
+    man = _run(tmp_path, data, tokdir, shard_tokens=2048, add_bos=True)
+    shards = man["splits"]["train"]["shards"]
+    assert len(shards) > 3 and all(s["tokens"] >= 2048 for s in shards[:-1])
+    for s in shards:
+        raw = (tmp_path / "tokens" / f"{s['name']}.bin").read_bytes()
+        assert hashlib.sha256(raw).hexdigest() == s["sha256_bin"] and len(raw) == 2 * s["tokens"]  # uint16
+    ds = open_split(tmp_path / "tokens", "train", verify_checksums=True)
+    assert all(ds.doc(i)[0] == 2 and ds.doc(i)[-1] == 3 for i in range(ds.num_docs))  # <bos> ... <eos>
+    again = _run(tmp_path, data, tokdir, name="again", shard_tokens=2048, add_bos=True)
+    assert again["splits"] == man["splits"]
+    other_seed = _run(tmp_path, data, tokdir, name="seed1", shard_tokens=2048, add_bos=True, split_seed=1)
+    assert other_seed["splits"]["val"]["shards"][0]["sha256_bin"] != man["splits"]["val"]["shards"][0]["sha256_bin"]
+    assert not list((tmp_path / "tokens").glob("*.tmp"))
+
+
+def test_at_least_one_val_document(tmp_path):
+    docs = [Document("a", "first document"), Document("b", "second one"), Document("c", "third")]
+    data, tokdir = _make(tmp_path, docs)
+    man = _run(tmp_path, data, tokdir, val_fraction=1e-9)
+    assert man["splits"]["val"]["docs"] == 1 and man["splits"]["train"]["docs"] == 2 and man["val_doc_forced"]
+    chosen = min(docs, key=lambda d: split_hash(d.id, 0))  # the lowest hash, as if the threshold were higher
+    val = open_split(tmp_path / "tokens", "val")
+    assert val.doc(0).tolist() == [b + 4 for b in chosen.text.encode()] + [3]
+    train = open_split(tmp_path / "tokens", "train", verify_checksums=True)
+    assert train.num_docs == 2 and train.bytes == sum(len(d.text) for d in docs if d is not chosen)
+
+
+def test_one_document_each_in_its_own_shard_can_move_to_val(tmp_path):
+    docs = [Document("a", "x" * 1500), Document("b", "y" * 1500)]
+    data, tokdir = _make(tmp_path, docs)
+    man = _run(tmp_path, data, tokdir, val_fraction=1e-9, shard_tokens=1024)
+    assert man["splits"]["val"]["docs"] == 1 and man["splits"]["train"]["docs"] == 1
+    assert len(man["splits"]["train"]["shards"]) == 1
+    open_split(tmp_path / "tokens", "train", verify_checksums=True)
+
+
+def test_empty_corpus_is_a_data_error(tmp_path):
+    data, tokdir = _make(tmp_path, [Document("a", "x")])
+    (data / "clean-00000.jsonl.zst").unlink()
+    with pytest.raises(DataError, match="no clean documents"):
+        _run(tmp_path, data, tokdir)
+
+
+def test_two_workers_write_the_same_shards(tmp_path):
+    data, tokdir = _make(tmp_path, _corpus(200), kind="bpe")
+    one = _run(tmp_path, data, tokdir, name="w1", batch_bytes=500)
+    two = _run(tmp_path, data, tokdir, name="w2", batch_bytes=500, workers=2)
+    assert one["splits"] == two["splits"] and two["stats"]["workers"] == 2
+    assert json.loads((tmp_path / "w2" / "manifest.json").read_text())["splits"] == one["splits"]

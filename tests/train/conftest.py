@@ -1,0 +1,69 @@
+"""Fixtures for the training tests: a tiny run directory (char tokenizer + token shards of Tiny
+Shakespeare) built once per session through the real stage functions, copied per test."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lmforge.config import Config, config_from_dict
+
+SHAKESPEARE = Path("/work/shared/data/tinyshakespeare.txt")
+
+
+def _build_template(root: Path, chars: int = 60_000) -> Path:
+    from lmforge.config import TokenizerConfig, TokensConfig
+    from lmforge.data.document import Document, ShardWriter
+    from lmforge.tokenizer import train_tokenizer
+    from lmforge.tokens.shards import run_tokenize_stage
+
+    text = SHAKESPEARE.read_text(encoding="utf-8")[:chars]
+    paras = [p for p in text.split("\n\n") if p.strip()]
+    with ShardWriter(root / "data", "clean") as w:
+        for i, p in enumerate(paras):
+            w.write(Document(f"p{i}", p))
+    train_tokenizer(TokenizerConfig(kind="char"), paras, root / "tokenizer")
+    run_tokenize_stage(TokensConfig(val_fraction=0.1), root / "data", root / "tokenizer", root / "tokens",
+                       progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def _template_run(tmp_path_factory) -> Path:
+    return _build_template(tmp_path_factory.mktemp("template_run"))
+
+
+@pytest.fixture
+def run_dir(_template_run: Path, tmp_path: Path) -> Path:
+    """A fresh run directory holding tokenizer/ and tokens/ (no checkpoints yet)."""
+    d = tmp_path / "run"
+    d.mkdir()
+    for sub in ("tokenizer", "tokens"):
+        shutil.copytree(_template_run / sub, d / sub)
+    return d
+
+
+def tiny_config(**train) -> Config:
+    """The tiny preset, fp32, a few steps; `train` overrides train.* fields."""
+    t = dict(batch_size=4, max_steps=6, warmup_steps=2, lr=3e-3, min_lr=3e-4, eval_every=3, eval_batches=2,
+             ckpt_every=3, log_every=1, precision="fp32", device="cpu", progress=False, seed=7)
+    t.update(train)
+    return config_from_dict({"model": {"preset": "tiny", "block_size": 32}, "train": t})
+
+
+@pytest.fixture
+def tiny_cfg():
+    return tiny_config
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread, and the test machine's cores are shared."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
