@@ -318,11 +318,8 @@ class TokensConfig:
     """How training sequences are built: `concat` (concatenate documents and cut every seq_len
     tokens) or `best_fit` (documents shorter than seq_len are never split; the rest is padding,
     masked out of the loss)."""
-    doc_masks: bool = True
-    """Attend only within a document inside a packed sequence (block-diagonal causal attention,
-    positions restart per document); false = plain causal attention across the whole sequence."""
     prefetch: int = 2
-    """Batches the loader prepares ahead in a background thread (0 = none, else 1-8)."""
+    """Batches the loader prepares ahead in a background thread (0 = in the training thread)."""
     read_retries: int = 3
     """Retries of a failed shard read (with exponential backoff) before the loader stops."""
     retry_backoff: float = 0.05
@@ -455,6 +452,15 @@ class TrainConfig:
     """torch.compile the model."""
     grad_checkpointing: bool = False
     """Recompute each block's activations in the backward pass (less memory, ~30% more compute)."""
+    early_stop_patience: int = 0
+    """Stop after this many evaluations in a row without a val-loss improvement; 0 = off."""
+    early_stop_min_delta: float = 0.0
+    """Smallest val-loss decrease that counts as an improvement for early stopping."""
+    sample_every: int = 0
+    """Log samples for `eval.prompts` every N steps (kind `sample`); 0 = off."""
+    distributed: str = "ddp"
+    """Under torchrun (WORLD_SIZE > 1): `ddp` (replicate) or `fsdp` (FSDP2 fully_shard: shard
+    parameters, gradients and optimiser state)."""
     seed: int = 1337
     progress: bool = True
     """Show a progress bar."""
@@ -479,6 +485,11 @@ class TrainConfig:
                f"must be skip, rollback or abort, got {self.nan_policy!r}")
         _check(self.max_bad_steps >= 1, "train.max_bad_steps", "must be >= 1")
         _check(self.peak_flops >= 0.0, "train.peak_flops", "must be >= 0")
+        _check(self.early_stop_patience >= 0, "train.early_stop_patience", "must be >= 0")
+        _check(self.early_stop_min_delta >= 0.0, "train.early_stop_min_delta", "must be >= 0")
+        _check(self.sample_every >= 0, "train.sample_every", "must be >= 0")
+        _check(self.distributed in ("ddp", "fsdp"), "train.distributed",
+               f"must be ddp or fsdp, got {self.distributed!r}")
         _check(self.warmup_steps >= 0, "train.warmup_steps", "must be >= 0")
         _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "train.beta1", "betas must be in [0, 1)")
@@ -532,6 +543,11 @@ class EvalConfig:
     overfit_patience: int = 3
     """Overfitting verdict: validation loss rising for this many evaluations in a row while the
     training loss falls."""
+    report_samples: int = 16
+    """Samples `lmforge eval` generates for the diversity figures and eval/samples.jsonl (0 = none)."""
+    fluency_reference: str | None = None
+    """Run directory (optionally `RUN_DIR:best|latest`) whose model scores each sample's perplexity
+    as a fluency proxy; default: the evaluated model itself."""
 
     def __post_init__(self) -> None:
         _check(self.batch_size > 0, "eval.batch_size", "must be > 0")
@@ -547,6 +563,7 @@ class EvalConfig:
                "eval.length_buckets", f"must be strictly increasing positive token counts, got {self.length_buckets}")
         _check(self.max_strata >= 2, "eval.max_strata", "must be >= 2")
         _check(self.overfit_patience >= 1, "eval.overfit_patience", "must be >= 1")
+        _check(self.report_samples >= 0, "eval.report_samples", "must be >= 0 (0 = none)")
 
 
 @dataclass(kw_only=True)

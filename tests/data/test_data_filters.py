@@ -66,7 +66,8 @@ def test_gopher_quality_passes_prose():
     (PROSE + " #tag" * 20, "gopher_too_many_hashes"),
     (PROSE + " wait..." * 20, "gopher_too_many_ellipsis"),
     ("\n".join(f"- item number {i} of the list and the rest" for i in range(30)), "gopher_bullet_lines"),
-    ("\n".join(f"and then the story of item {i} goes on…" for i in range(30)), "gopher_ellipsis_lines"),
+    ("\n".join(f"and then the long story of item {i} goes on and on with the many other things that have…"
+               for i in range(30)), "gopher_ellipsis_lines"),
     (PROSE + " 12 34 56 78 90 11 22 33 44 55 66 77 88 99 00 12 13 14 15 16 17" * 4, "gopher_few_alpha_words"),
     ("Lorem dolor amet consectetur adipiscing elit sed do eiusmod tempor incididunt labore " * 6,
      "gopher_few_stop_words"),
@@ -93,14 +94,18 @@ def test_gopher_repetition_passes_prose():
     assert reason(GopherRepetitionFilter(), PROSE) is True
 
 
+SENTENCES = [s.strip() + "." for s in PROSE.replace("\n", " ").split(".") if s.strip()]
+FIRST_PARA = PROSE.split("\n")[0]
+VERBS = "flows bends rises falls floods turns narrows widens freezes shines glows roars sleeps sings waits " \
+        "runs drifts curves shrinks grows".split()
+
+
 @pytest.mark.parametrize("text, why", [
     (PROSE + "\n\n" + "\n\n".join(["Buy now."] * 5), "gopher_dup_para_frac"),
-    (PROSE + "\n\n" + PROSE, "gopher_dup_para_char_frac"),
-    ("\n".join([PROSE.split("\n")[0]] + [f"line {i} says something new" for i in range(5)] + ["Share this"] * 4),
-     "gopher_dup_line_frac"),
-    (PROSE.split("\n")[0] + "\n" + PROSE.split("\n")[1] + "\n" + PROSE.split("\n")[1], "gopher_dup_line_char_frac"),
-    (PROSE + " the river the river the river the river the river the river the river the river the river",
-     "gopher_top_2_gram"),
+    ("\n\n".join([PROSE, *SENTENCES[:4], PROSE]), "gopher_dup_para_char_frac"),
+    ("\n".join(SENTENCES + ["Share this"] * 5), "gopher_dup_line_frac"),
+    ("\n".join(SENTENCES + [max(SENTENCES, key=len)] * 2), "gopher_dup_line_char_frac"),
+    (FIRST_PARA + " " + " ".join(f"the river {v}" for v in VERBS), "gopher_top_2_gram"),
     (PROSE + " " + " ".join(PROSE.split()[:30]), "gopher_dup_5_gram"),
     ("", "gopher_empty"),
 ])
@@ -163,7 +168,7 @@ def test_fineweb_rejects(text, why):
 
 
 def test_fineweb_list_ratio_and_paper_threshold():
-    listy = "\n".join(f"Step {i} done." for i in range(12))  # many newlines per word
+    listy = "\n".join(f"Go{i}." for i in range(12))  # many newlines per word
     assert reason(FineWebFilter(FineWebConfig(max_short_line_ratio=1.0)), listy) == "fineweb_list_ratio"
     dup = PROSE + "\n" + PROSE.split("\n")[0][:60] + ".\n" + PROSE.split("\n")[0][:60] + "."
     # 62 duplicated characters of ~700: above datatrove's 0.01, below the paper's 0.1
@@ -179,5 +184,7 @@ def test_language_filter_annotates_and_keeps():
     assert f.filter(doc) is True and doc.meta["lang"] == "en" and doc.meta["lang_score"] > 0.99
     de = Document("g", "Die Geschichte der Stadt ist eng mit dem Fluss verbunden, der durch ihr Zentrum fließt.", {})
     assert f.filter(de) == (False, "wrong_language") and de.meta["lang"] == "de"
-    assert reason(f, "ok ok 42") == "low_language_score"
-    assert reason(LanguageFilter(LanguageConfig(languages=[])), de.text) is True  # annotate only
+    assert reason(f, "ok ok 42") == "wrong_language"  # tiny text: some language, at a low score
+    anything = LanguageFilter(LanguageConfig(languages=[], min_score=0.5))  # keep every language...
+    assert reason(anything, de.text) is True
+    assert reason(anything, "ok ok 42") == "low_language_score"  # ...when the model is confident

@@ -148,3 +148,57 @@ def test_builtin_stdlib_is_deterministic(stdlib_run, tmp_path):
     again = run_data_stage(_cfg(inputs=["builtin:stdlib"]), tmp_path / "o", progress=False)
     assert [d.text for d in iter_clean_documents(tmp_path / "o")] == [d.text for d in iter_clean_documents(out)]
     assert again["bytes_out"] == report["bytes_out"]
+
+
+def test_length_report_fit_table_plot_and_tokenizer(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from lmforge.data.stats import fit_table
+
+    p = tmp_path / "x.txt"
+    p.write_text("\n".join(" ".join(["w"] * n) for n in (1, 2, 3, 4, 10)) + "\n")
+    tok = Tokenizer(models.WordLevel({"w": 0, "[UNK]": 1}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(tmp_path / "tokenizer.json"))
+    cfg = DataConfig(inputs=[str(p)], txt_mode="lines", seq_lengths=[2, 4, 16],
+                     tokenizer=str(tmp_path / "tokenizer.json"))
+    r = run_data_stage(cfg, tmp_path / "o", progress=False)
+    assert r["length_tokens"] == {"count": 5, "min": 1, "mean": 4.0, "p50": 3, "p90": 10, "p95": 10, "p99": 10,
+                                  "max": 10, "exact": True}
+    assert r["length_words"]["max"] == 10 and r["length_chars"]["max"] == 19
+    assert r["seq_len_fit"] == [{"seq_len": 2, "docs_fit": 0.4, "tokens_kept": 0.45},
+                                {"seq_len": 4, "docs_fit": 0.8, "tokens_kept": 0.7},
+                                {"seq_len": 16, "docs_fit": 1.0, "tokens_kept": 1.0}]
+    assert r["recommended_seq_len"] == 16  # the smallest that holds >= 95% of documents whole
+    png = (tmp_path / "o" / "lengths.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and r["plots"] == ["lengths.png"]
+    assert "recommended sequence length: 16" in (tmp_path / "o" / "report.md").read_text()
+    import numpy as np
+
+    rows, rec = fit_table(np.array([100, 200, 300]), [128, 256])
+    assert rec == 256 and rows[0]["docs_fit"] == pytest.approx(1 / 3, abs=1e-4)  # none holds 95%: the largest
+
+
+def test_bad_tokenizer_path_is_a_data_error(tmp_path):
+    p = tmp_path / "x.txt"
+    p.write_text("hello\n")
+    with pytest.raises(DataError, match="data.tokenizer: cannot load"):
+        run_data_stage(_cfg(inputs=[str(p)], tokenizer=str(tmp_path / "nope.json")), tmp_path / "o", progress=False)
+
+
+def test_web_pipeline_on_shared_samples(tmp_path):
+    from lmforge.config import C4Config, GopherQualityConfig, LanguageConfig
+
+    html = "/work/shared/data/html/"
+    cfg = _cfg(inputs=["/work/shared/data/warc/whirlwind.warc.wet", html + "gregoryszorc.com.python3.html",
+                       html + "spiegel.de.albtraum.html", html + "lemire.me.json.html"],
+               language=LanguageConfig(enabled=True, languages=["en"]),
+               gopher_quality=GopherQualityConfig(enabled=True), c4=C4Config(enabled=True))
+    r = run_data_stage(cfg, tmp_path / "o", progress=False)
+    (kept,) = list(iter_clean_documents(tmp_path / "o"))
+    assert kept.meta["lang"] == "en" and "Mercurial" in kept.text and kept.meta["extractor"] == "trafilatura"
+    assert r["rejected"]["wrong_language"]["count"] == 2  # the Aragonese WET page and the German page
+    assert r["rejected"]["gopher_few_alpha_words"]["count"] == 1  # lemire.me: mostly a table of numbers
+    assert r["languages_seen"]["de"] == 1 and r["languages_seen"]["en"] == 2 and r["languages"] == {"en": 1}
+    assert [s["name"] for s in r["steps"]] == ["read", "html_extract", "clean", "length", "language",
+                                               "gopher_quality", "c4", "dedup_signatures", "exact_dedup"]

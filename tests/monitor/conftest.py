@@ -41,6 +41,7 @@ def write_run(root: Path, name: str, *, n_train: int, n_val: int, status: str | 
         (run / "eval" / "report.json").write_text(json.dumps(
             {"val_loss": 2.345678, "perplexity": 10.44, "bits_per_byte": 1.23,
              "diversity": {"distinct_1": 0.61, "distinct_2": 0.9}}))
+        (run / "config.yaml").write_text("name: alpha\ntrain:\n  lr: 0.003\n")
         (run / "data").mkdir()
         (run / "data" / "report.json").write_text(json.dumps(
             {"documents_in": 1200, "documents_kept": 1100, "rejected": {"too_short": 60, "duplicate": 40}}))

@@ -51,8 +51,7 @@ def test_dashboard_in_browser(page, recorded_runs):
     with DashboardServer(recorded_runs) as srv:
         page.goto(srv.url + "/")
         page.wait_for_function("() => window.lmforge && window.lmforge.draws > 0", timeout=30_000)
-        page.wait_for_function(
-            "() => document.getElementById('chart-loss').data && document.getElementById('chart-loss').data.length >= 4")
+        page.wait_for_function("() => (document.getElementById('chart-loss').data || []).length >= 4")
 
         # both runs listed with their status; both drawn with the right number of points
         rows = page.locator("#runs-body tr")
@@ -97,8 +96,18 @@ def test_dashboard_in_browser(page, recorded_runs):
         page.wait_for_function("() => document.getElementById('tab-eval').innerText.includes('perplexity')")
         assert "10.44" in page.locator("#tab-eval").inner_text()
 
+        page.locator(".tab[data-tab=config]").click()
+        page.wait_for_function("() => document.getElementById('tab-config').innerText.includes('lr: 0.003')")
+
+        # long runs are min/max-decimated for drawing: fewer points, the spike still there
+        got = page.evaluate("""() => { const x = [...Array(10000).keys()], y = x.map(i => i === 7777 ? 99 : 1);
+                                        const [dx, dy] = decimate(x, y); return [dx.length, Math.max(...dy)]; }""")
+        assert got[0] <= 4000 and got[1] == 99
+
+        page.locator(".tab[data-tab=eval]").click()
         ARTIFACTS.mkdir(exist_ok=True)
         page.evaluate("window.scrollTo(0, 0)")
+        page.mouse.move(0, 0)  # no hover toolbar in the picture
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
         assert page.errors == []
         print(f"chart grew {grew_after:.2f} s after the append; screenshot {ARTIFACTS / 'dashboard.png'}")

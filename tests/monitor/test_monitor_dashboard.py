@@ -68,6 +68,9 @@ def test_reports_samples_and_static(server):
     assert request(server, "/api/runs/alpha/report/data")[0] == 200
     assert request(server, "/api/runs/beta/report/eval")[0] == 404
     assert request(server, "/api/runs/alpha/report/config")[0] == 404
+    assert request(server, "/api/runs/beta/config")[0] == 404  # no config.yaml in this run
+    status, headers, body = request(server, "/api/runs/alpha/config")
+    assert status == 200 and b"lr: 0.003" in body and headers["content-type"].startswith("text/plain")
     status, headers, body = request(server, "/static/plotly.min.js")
     assert status == 200 and len(body) > 1_000_000 and headers["content-type"].startswith("text/javascript")
     status, _, body = request(server, "/")

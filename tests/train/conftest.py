@@ -50,7 +50,8 @@ def tiny_config(**train) -> Config:
     t = dict(batch_size=4, max_steps=6, warmup_steps=2, lr=3e-3, min_lr=3e-4, eval_every=3, eval_batches=2,
              ckpt_every=3, log_every=1, precision="fp32", device="cpu", progress=False, seed=7)
     t.update(train)
-    return config_from_dict({"model": {"preset": "tiny", "block_size": 32}, "train": t})
+    return config_from_dict({"model": {"preset": "tiny", "block_size": 32}, "train": t,
+                             "monitor": {"tensorboard": False, "plots": False, "system_every": 0}})
 
 
 @pytest.fixture

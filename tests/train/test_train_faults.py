@@ -32,6 +32,11 @@ def _events(run_dir, kind):
     return list(read_metrics(run_dir / "metrics.jsonl", kind))
 
 
+def _actions(run_dir):
+    """The NaN-policy records (the monitor's detector logs its own `nonfinite_loss` anomaly too)."""
+    return [e for e in _events(run_dir, "anomaly") if "action" in e]
+
+
 def _train(run_dir, tiny_cfg, poison: PoisonStep, **kw):
     cfg = tiny_cfg(**{"max_steps": 6, "ckpt_every": 2, "eval_every": 2, **kw})
     return train(cfg, run_dir, extra_callbacks=[poison])
@@ -40,8 +45,10 @@ def _train(run_dir, tiny_cfg, poison: PoisonStep, **kw):
 def test_skip_policy_skips_the_update_and_goes_on(run_dir, tiny_cfg):
     s = _train(run_dir, tiny_cfg, PoisonStep(3), nan_policy="skip")
     assert s["step"] == 6 and s["bad_steps"] == 1
-    (anomaly,) = _events(run_dir, "anomaly")
+    (anomaly,) = _actions(run_dir)
     assert anomaly["step"] == 3 and anomaly["action"] == "skip" and anomaly["loss"] == "nan"
+    assert anomaly["type"] == "nonfinite_loss"
+    assert any(e.get("type") == "nonfinite_loss" and "action" not in e for e in _events(run_dir, "anomaly"))
     train_ev = {e["step"]: e for e in _events(run_dir, "train")}
     assert train_ev[3].get("skipped") and train_ev[3]["loss"] == "nan"
     assert all(isinstance(train_ev[k]["loss"], float) for k in (1, 2, 4, 5, 6))
@@ -51,9 +58,9 @@ def test_skip_policy_skips_the_update_and_goes_on(run_dir, tiny_cfg):
 def test_rollback_reloads_the_last_checkpoint_and_skips_the_batch(run_dir, tiny_cfg):
     s = _train(run_dir, tiny_cfg, PoisonStep(5), nan_policy="rollback")
     assert s["step"] == 6 and s["bad_steps"] == 1
-    (anomaly,) = _events(run_dir, "anomaly")
+    (anomaly,) = _actions(run_dir)
     assert anomaly["action"] == "rollback" and anomaly["step"] == 5
-    (event,) = [e for e in _events(run_dir, "event") if e.get("what") == "rollback"]
+    (event,) = [e for e in _events(run_dir, "event") if e.get("event") == "rollback"]
     assert event["to_step"] == 4 and event["checkpoint"].endswith("step-000004")
     state = ck.read_state(run_dir / "checkpoints" / "step-000006")
     # the loader moved past the offending batch: 7 steps' batches consumed for 6 steps
@@ -68,7 +75,7 @@ def test_rollback_without_checkpoint_is_an_error(run_dir, tiny_cfg):
 def test_abort_policy_stops_with_a_message(run_dir, tiny_cfg):
     with pytest.raises(LmforgeError, match="training aborted at step 3.*not finite"):
         _train(run_dir, tiny_cfg, PoisonStep(3), nan_policy="abort")
-    (anomaly,) = _events(run_dir, "anomaly")
+    (anomaly,) = _actions(run_dir)
     assert anomaly["action"] == "abort"
     assert ck.read_pointer(run_dir / "checkpoints", "latest").name == "step-000002"
     assert not (run_dir / "checkpoints" / "step-000003").exists()

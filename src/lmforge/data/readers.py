@@ -208,7 +208,7 @@ def _read_text(src: _Source, f: IO[bytes]) -> Iterator[Document]:
                 total += len(chunk)
             raw = raw[:PREVIEW_BYTES]
         if raw.startswith(_BOM):
-            raw = raw[3:]
+            raw, total = raw[3:], total - 3
         if raw:  # a whitespace-only file becomes a (too_short) reject; an empty file holds no document
             yield src.doc(raw, 1, doc_id=src.path, total=total)
         return

@@ -104,6 +104,28 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rate(args: argparse.Namespace) -> int:
+    from lmforge.eval.report import load_report, write_report
+    from lmforge.eval.samples import collect_ratings, ratings_summary, read_samples
+
+    eval_dir = Path(args.run_dir) / "eval"
+    path = eval_dir / "samples.jsonl"
+    if not path.is_file():
+        raise LmforgeError(f"{path} does not exist: run `lmforge eval {args.run_dir}` first to generate samples")
+    n = collect_ratings(path, sys.stdin, sys.stdout, rater=args.rater, redo=args.redo)
+    summary = ratings_summary(read_samples(path))
+    report = load_report(eval_dir)
+    if report:  # the report summarises the ratings
+        report["ratings"] = summary
+        write_report(eval_dir, report)
+    print(f"rated {n} sample(s) now; {summary['rated']} of {summary['samples']} rated in all")
+    for key in ("fluency", "coherence", "creativity"):
+        if key in summary:
+            s = summary[key]
+            print(f"  {key:10s} mean {s['mean']:.2f} (sd {s['stdev']:.2f}, n={s['n']})")
+    return 0
+
+
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=100, help="tokens to generate per prompt (default 100)")
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
@@ -150,3 +172,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", type=Path, default=None, metavar="DIR", help="output folder (default RUN_DIR/export/hf)")
     p.add_argument("--checkpoint", default="best", metavar="best|latest|PATH")
     p.set_defaults(func=cmd_export)
+
+    p = subparsers.add_parser("rate", help="rate eval/samples.jsonl 1-5 for fluency, coherence, creativity")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--rater", default=None, help="your name or initials, stored with the ratings")
+    p.add_argument("--redo", action="store_true", help="also ask for samples already rated")
+    p.set_defaults(func=cmd_rate)

@@ -22,7 +22,7 @@ import torch
 from lmforge.eval.sampling import check_sampling_args, filter_logits
 
 
-def _encode_prompts(tokenizer, prompts: list[str]) -> list[list[int]]:
+def encode_prompts(tokenizer, prompts: list[str]) -> list[list[int]]:
     start = getattr(tokenizer, "bos_id", None)
     if start is None:
         start = tokenizer.eos_id
@@ -153,7 +153,7 @@ def generate(model, tokenizer, prompts: list[str] | str, *, max_new_tokens: int,
     def stop_check(ids: list[int]) -> bool:
         return bool(stop) and _cut_at_stop(tokenizer.decode(ids[-tail:]), stop)[1]
 
-    outs = generate_tokens(model, _encode_prompts(tokenizer, prompts), max_new_tokens=max_new_tokens,
+    outs = generate_tokens(model, encode_prompts(tokenizer, prompts), max_new_tokens=max_new_tokens,
                            eos_id=tokenizer.eos_id, temperature=temperature, top_k=top_k, top_p=top_p,
                            min_p=min_p, repetition_penalty=repetition_penalty, seed=seed, use_cache=use_cache,
                            stop_check=stop_check)

@@ -154,6 +154,38 @@ def _val_strata(model, tokenizer, run_dir: Path, run_cfg, cfg: EvalConfig, repor
         total["nll_sum"], report.get("val_loss", math.nan) * total["tokens"], rel_tol=1e-4))
 
 
+def _reference_model(spec: str | None, device: str):
+    """(model, tokenizer) of the fluency reference `RUN_DIR[:checkpoint]`, or None (= self)."""
+    if not spec:
+        return None
+    from lmforge.train.checkpoint import load_for_inference
+
+    path, _, which = spec.rpartition(":") if ":" in spec and not Path(spec).is_dir() else (spec, "", "")
+    if not Path(path).is_dir():
+        raise LmforgeError(f"eval.fluency_reference: run directory {path} does not exist")
+    model, tok, _ = load_for_inference(Path(path), which or "best", device)
+    if tok is None:
+        raise LmforgeError(f"eval.fluency_reference: {path} has no tokenizer")
+    return model, tok
+
+
+def _samples_and_diversity(model, tokenizer, run_dir: Path, cfg: EvalConfig, step, device: str) -> dict[str, Any]:
+    """Generate cfg.report_samples samples into eval/samples.jsonl; diversity and rating figures."""
+    from lmforge.eval.diversity import diversity_metrics
+    from lmforge.eval.samples import make_samples, ratings_summary, write_samples
+
+    reference = _reference_model(cfg.fluency_reference, device)
+    samples = make_samples(model, tokenizer, cfg, cfg.report_samples, reference=reference, step=step)
+    path = run_dir / "eval" / "samples.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_samples(path, samples)  # keeps earlier ratings of unchanged samples
+    div = diversity_metrics([s["text"] for s in samples], [s["tokens"] for s in samples],
+                            [s["fluency_ppl"] for s in samples])
+    div["fluency_reference"] = cfg.fluency_reference or "the evaluated model itself"
+    div["sampling"] = ", ".join(f"{k}={v}" for k, v in samples[0]["settings"].items()) if samples else ""
+    return {"diversity": div, "ratings": ratings_summary(samples)}
+
+
 def _overfitting(run_dir: Path, cfg: EvalConfig) -> dict[str, Any] | None:
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
@@ -193,6 +225,9 @@ def evaluate_run(run_dir: Path, *, checkpoint: str = "best", cfg: EvalConfig | N
     overfit = _overfitting(run_dir, cfg)
     if overfit is not None:
         report["overfitting"] = overfit
+    if cfg.report_samples > 0:
+        step = info.get("step") if isinstance(info, dict) else None
+        report.update(_samples_and_diversity(model, tokenizer, run_dir, cfg, step, device or _default_device()))
     write_report(run_dir / "eval", report)
     return report
 

@@ -49,7 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "dashboard", help="serve a live web dashboard of the runs in RUNS_DIR",
         description="Serve a local, read-only web page that lists the runs in RUNS_DIR (status, key figures) "
                     "and overlays their curves, updating live. Open the printed URL in a browser.")
-    d.add_argument("runs_dir", nargs="?", default="runs", help="folder holding run directories, or one run (default: runs)")
+    d.add_argument("runs_dir", nargs="?", default="runs",
+                   help="folder holding run directories, or one run (default: runs)")
     d.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it to your network)")
     d.add_argument("--port", type=int, default=8765, help="TCP port (default 8765)")

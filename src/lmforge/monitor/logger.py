@@ -27,6 +27,7 @@ import os
 import socket
 import sys
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,16 @@ def _ppl(loss: Any) -> float | None:
         x = float(loss)
     except (TypeError, ValueError):
         return None
+    if math.isnan(x):
+        return math.nan
     return math.exp(x) if x < 700 else math.inf  # exp(>709) overflows a float
+
+
+def _plain(v: Any) -> Any:
+    """0-d tensors and numpy scalars -> Python numbers (JSON would store them as 'tensor(2.)')."""
+    if hasattr(v, "item") and getattr(v, "ndim", None) == 0:
+        return v.item()
+    return v
 
 
 def _fmt(v: Any) -> str:
@@ -67,7 +77,7 @@ class RunLogger:
         self.detector = AnomalyDetector(self.cfg, writer=self.writer, console=enabled and not self.quiet,
                                         on_anomaly=[self._tb_anomaly]) if self.cfg.anomaly else None
         self.on_anomaly: list = self.detector.on_anomaly if self.detector else []
-        self.anomalies: list[Anomaly] = []
+        self.anomalies: deque[Anomaly] = deque(maxlen=1000)  # the most recent ones, for callers to inspect
         self._ema: float | None = None
         self._last_system = 0.0
         self._last_step = step
@@ -91,14 +101,19 @@ class RunLogger:
     def log(self, kind: str, step: int, **values: Any) -> list[Anomaly]:
         """Log one event; returns the anomalies it triggered (already logged and passed to the hooks)."""
         self._last_step = step
+        values = {k: _plain(v) for k, v in values.items()}
         if kind == "train" and "loss" in values:
             alpha = 2.0 / (self.cfg.ema_window + 1)
-            loss = float(values["loss"])
+            try:
+                loss = float(values["loss"])  # also a 0-d tensor
+            except (TypeError, ValueError):
+                loss = math.nan
             if math.isfinite(loss):
                 self._ema = loss if self._ema is None else alpha * loss + (1 - alpha) * self._ema
             if self._ema is not None:
                 values.setdefault("loss_smooth", self._ema)
-            values.setdefault("ppl", _ppl(loss))
+            if values["loss"] is not None:
+                values.setdefault("ppl", _ppl(loss))
         elif kind == "val" and ("loss" in values or "val_loss" in values):
             if "loss" in values:
                 values.setdefault("ppl", _ppl(values["loss"]))
@@ -111,9 +126,9 @@ class RunLogger:
         if self.cfg.console and self.enabled and not self.quiet and kind in ("train", "val"):
             self._console(kind, step, values)
         found = self._detect(kind, step, values)
+        self.anomalies.extend(found)
         if kind == "train" and self.cfg.system_every and time.monotonic() - self._last_system >= self.cfg.system_every:
-            found += self.log_system(step)
-        self.anomalies += found
+            found = found + self.log_system(step)  # already recorded by the nested log()
         return found
 
     def _detect(self, kind: str, step: int, values: dict[str, Any]) -> list[Anomaly]:

@@ -1,6 +1,6 @@
 """PNG curves from metrics.jsonl (matplotlib, Agg backend: no display needed).
 
-    plot_run(run_dir)                      # RUN/plots/{overview,loss,val_loss,lr,grad_norm,tokens_per_s,memory}.png
+    plot_run(run_dir)                      # RUN/plots/overview.png (six panels) + loss.png
     plot_runs([run_a, run_b], "cmp.png")   # one figure overlaying several runs (`lmforge plot A B --out cmp.png`)
 
 Train loss is drawn raw (faint) and EMA-smoothed; panels without data say so instead of vanishing.
@@ -117,6 +117,10 @@ def _draw(ax: Any, panel: str, runs: list[tuple[str, dict]], x: str, smooth: flo
             drawn = True
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(X_LABELS.get(x, x), fontsize=8)
+    if x == "tokens":
+        from matplotlib.ticker import EngFormatter
+
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 200k, 1.5M rather than 1500000
     ax.tick_params(labelsize=8)
     ax.grid(True, alpha=0.3)
     if drawn and logy:
@@ -149,16 +153,20 @@ def _overview(runs: list[tuple[str, dict]], out: Path, x: str, smooth: float, ti
     return out
 
 
-def plot_run(run_dir: str | Path, *, x: str = "step", smooth: float = 0.9) -> list[Path]:
-    """Write RUN/plots/overview.png plus one PNG per panel that has data; returns the paths written."""
+def plot_run(run_dir: str | Path, *, x: str = "step", smooth: float = 0.9, panels: tuple[str, ...] = ("loss",)
+             ) -> list[Path]:
+    """Write RUN/plots/overview.png (all six panels) plus a large PNG for each of `panels` that has data
+    (any of PANELS; default just the loss). Returns the paths written."""
     run_dir = Path(run_dir)
     events = load_run(run_dir)
     runs = [(run_dir.name, events)]
     out_dir = run_dir / "plots"
     written = [_overview(runs, out_dir / "overview.png", x, smooth, run_dir.name)]
     plt = _plt()
-    for panel in PANELS:
-        fig, ax = plt.subplots(figsize=(7, 4))
+    for panel in panels:
+        if panel not in PANELS:
+            raise LmforgeError(f"unknown plot panel {panel!r}; choose from {', '.join(PANELS)}")
+        fig, ax = plt.subplots(figsize=(8, 4.5))
         try:
             if _draw(ax, panel, runs, x, smooth):
                 fig.tight_layout()

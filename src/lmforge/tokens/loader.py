@@ -33,6 +33,13 @@ IGNORE_INDEX = -100
 _STATE_VERSION = 1
 
 
+def loader_options(tokens_cfg: Any) -> dict[str, Any]:
+    """TokenLoader keyword arguments from the `tokens:` config section (a TokensConfig):
+    `TokenLoader(ds, seq_len=..., batch_size=..., seed=..., **loader_options(cfg.tokens))`."""
+    return {"packing": tokens_cfg.packing, "prefetch": tokens_cfg.prefetch,
+            "read_retries": tokens_cfg.read_retries, "retry_backoff": tokens_cfg.retry_backoff}
+
+
 class Batch(NamedTuple):
     input_ids: torch.Tensor  # (B, T) long
     targets: torch.Tensor  # (B, T) long, -100 where no loss is taken
@@ -179,6 +186,13 @@ class TokenLoader:
         valid = np.empty((len(wins), T + 1), dtype=bool)
         for row, w in enumerate(wins):
             toks[row], docs[row], valid[row] = self._read(int(w))
+        vocab = self.dataset.vocab_size
+        if vocab and toks.max() >= vocab:  # corrupt bytes that kept the file size; cheap per batch
+            row, col = np.unravel_index(int(np.argmax(toks)), toks.shape)
+            shard = self.dataset.shard_of(self.packer.first_token(int(wins[row]), int(col)))
+            raise DataError(f"token shard {shard} of split {self.dataset.split!r}: token id {int(toks.max())} >= "
+                            f"vocabulary size {vocab} (corrupted); delete the tokens directory and rerun "
+                            "`lmforge tokenize`")
         targets = np.where(valid[:, 1:], toks[:, 1:], IGNORE_INDEX)
         batch = Batch(torch.from_numpy(toks[:, :-1].copy()), torch.from_numpy(targets),
                       torch.from_numpy(docs[:, :-1].copy()) if self.doc_masks else None)

@@ -125,7 +125,8 @@ def _remove_doc(out_dir: Path, rec: dict[str, Any], doc_no: int, nbytes: int, fp
     return True
 
 
-def _encoded(cfg: TokensConfig, tok: Tokenizer, data_dir: Path, pool) -> Iterator[tuple[list, list, np.ndarray, np.ndarray]]:
+def _encoded(cfg: TokensConfig, tok: Tokenizer, data_dir: Path,
+             pool: ProcessPoolExecutor | None) -> Iterator[tuple[list, list, np.ndarray, np.ndarray]]:
     """Encoded batches in corpus order; with a pool, at most 2 * workers batches are in flight."""
     if pool is None:
         for ids, texts, sizes in _batches(data_dir, cfg):
@@ -190,8 +191,9 @@ def tokenize_corpus(cfg: TokensConfig, data_dir: Path, tokenizer_dir: Path, out_
         "eos_id": tok.eos_id, "bos_id": tok.bos_id, "pad_id": tok.pad_id, "add_bos": cfg.add_bos,
         "val_fraction": cfg.val_fraction, "split_seed": cfg.split_seed, "val_doc_forced": moved,
         "splits": {"train": split_summary(train, overhead), "val": split_summary(val, overhead)},
-        "stats": {"elapsed_s": round(elapsed, 3), "bytes": nbytes, "mb_per_s": round(nbytes / 1e6 / max(elapsed, 1e-9), 3),
-                  "workers": cfg.workers, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)},
+        "stats": {"elapsed_s": round(elapsed, 3), "bytes": nbytes,
+                  "mb_per_s": round(nbytes / 1e6 / max(elapsed, 1e-9), 3), "workers": cfg.workers,
+                  "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)},
     }
     manifest["val_bytes_per_token"] = manifest["splits"]["val"]["bytes_per_token"]
     atomic_write_json(out_dir / MANIFEST, manifest)

@@ -21,9 +21,10 @@ import torch.nn as nn
 from lmforge.config import Config, TrainConfig
 from lmforge.errors import ConfigError
 from lmforge.model import GPT
-from lmforge.monitor.metrics import MetricsWriter
+from lmforge.monitor.logger import RunLogger
 from lmforge.train import checkpoint as ck
 from lmforge.train.callbacks import AnomalyCallback, CheckpointCallback, EvalCallback, LogCallback
+from lmforge.train.callbacks.extra import EarlyStopCallback, SampleCallback
 from lmforge.train.distributed import DistInfo, init_distributed
 from lmforge.train.lock import RunLock
 from lmforge.train.optim import build_optimizer
@@ -101,7 +102,8 @@ def data_fingerprint(tokens_dir: Path) -> str:
 
 
 def open_loaders(cfg: Config, run_dir: Path, dist_info: DistInfo, fingerprint: str | None) -> tuple[Any, Any]:
-    """(train loader, factory of a fresh validation loader) over RUN_DIR/tokens."""
+    """(train loader, factory of a fresh validation loader) over RUN_DIR/tokens. The factory has
+    `bytes_per_token` of the validation text (for bits per byte)."""
     from lmforge.tokens.loader import TokenLoader
     from lmforge.tokens.shards import open_split
 
@@ -113,7 +115,9 @@ def open_loaders(cfg: Config, run_dir: Path, dist_info: DistInfo, fingerprint: s
                   doc_masks=t.doc_masks)
     prefetch = 2 if torch.cuda.is_available() else 0  # on CPU the thread would compete with the matmuls
     train_loader = TokenLoader(train_ds, seed=t.seed, shuffle=t.shuffle, prefetch=prefetch, **common)
-    return train_loader, lambda: TokenLoader.for_eval(val_ds, **common)
+    make_val = functools.partial(TokenLoader.for_eval, val_ds, **common)
+    make_val.bytes_per_token = val_ds.bytes / max(1, val_ds.num_tokens)  # type: ignore[attr-defined]
+    return train_loader, make_val
 
 
 def planned_steps(t: TrainConfig, tokens_per_step: int, tokens_per_epoch: float | None) -> int | None:
@@ -128,14 +132,35 @@ def planned_steps(t: TrainConfig, tokens_per_step: int, tokens_per_epoch: float 
     return min(caps) if caps else None
 
 
+def wrap_distributed(raw: nn.Module, mode: str, device: torch.device) -> nn.Module:
+    """DDP (replicated weights, gradients all-reduced once per step) or FSDP2 (`fully_shard` on
+    every block, then the root: parameters, gradients and optimiser state sharded)."""
+    if mode == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for block in raw.blocks:
+            fully_shard(block)
+        fully_shard(raw)
+        return raw
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return DDP(raw, device_ids=[device.index] if device.type == "cuda" else None)
+
+
 def build_model(cfg: Config, device: torch.device) -> nn.Module:
     seed_all(cfg.train.seed)  # same initial weights on every rank
     return GPT(cfg.model).to(device)
 
 
-def default_callbacks() -> list:
-    # order matters: the NaN policy first, checkpoint last (after eval has set the val loss)
-    return [AnomalyCallback(), LogCallback(), EvalCallback(), CheckpointCallback()]
+def default_callbacks(t: TrainConfig, tokenizer: Any = None) -> list:
+    """Anomaly policy, log, eval, [early stop], [sample], checkpoint: the NaN policy acts first,
+    early stopping reads the fresh val loss, and the checkpoint comes last so it holds all of it."""
+    cbs: list = [AnomalyCallback(), LogCallback(), EvalCallback()]
+    if t.early_stop_patience:
+        cbs.append(EarlyStopCallback(t.early_stop_patience, t.early_stop_min_delta))
+    if t.sample_every and tokenizer is not None:
+        cbs.append(SampleCallback(t.sample_every, tokenizer))
+    return cbs + [CheckpointCallback()]
 
 
 def build_trainer(cfg: Config, run_dir: Path, *, resume: str | None = None) -> tuple[Trainer, RunLock | None, Any]:
@@ -151,7 +176,7 @@ def build_trainer(cfg: Config, run_dir: Path, *, resume: str | None = None) -> t
         cfg = with_vocab(cfg, tok.vocab_size)
         train_loader, make_val = open_loaders(cfg, run_dir, dist_info, tok.fingerprint)
         trainer = assemble(cfg, run_dir, device, dist_info, train_loader, make_val,
-                           data_fingerprint(run_dir / "tokens"))
+                           data_fingerprint(run_dir / "tokens"), callbacks=default_callbacks(cfg.train, tok))
         start_or_resume(trainer, resume)
     except BaseException:
         if lock is not None:
@@ -167,24 +192,23 @@ def assemble(cfg: Config, run_dir: Path, device: torch.device, dist_info: DistIn
     precision = resolve_precision(t.precision, device)
     raw = build_model(cfg, device)
     raw.grad_checkpointing = t.grad_checkpointing
-    optimizer = build_optimizer(raw, t, device)
     model: nn.Module = raw
-    if t.compile:
-        model = torch.compile(model)
     if dist_info.world_size > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        model = wrap_distributed(raw, t.distributed, device)
+    optimizer = build_optimizer(raw, t, device)  # after fully_shard, which swaps in sharded parameters
+    if t.compile:  # after the DDP/FSDP wrap, as PyTorch recommends
+        model = torch.compile(model)
     torch.manual_seed(t.seed + dist_info.rank)  # per-rank dropout streams, after the shared init
     tokens_per_step = t.batch_size * cfg.model.block_size * t.grad_accum * dist_info.world_size
     total = planned_steps(t, tokens_per_step, getattr(train_loader, "tokens_per_epoch", None))
-    writer = MetricsWriter(run_dir / "metrics.jsonl", enabled=dist_info.is_main)
+    writer = RunLogger(run_dir, cfg, enabled=dist_info.is_main)
     return Trainer(cfg=cfg, run_dir=run_dir, model=model, raw_model=raw, optimizer=optimizer,
                    settings=step_settings(t, precision, device, dist_info.world_size), train_loader=train_loader,
                    make_val_loader=make_val_loader, writer=writer,
-                   callbacks=callbacks if callbacks is not None else default_callbacks(), rank=dist_info.rank,
+                   callbacks=callbacks if callbacks is not None else default_callbacks(t), rank=dist_info.rank,
                    world_size=dist_info.world_size, tokens_per_step=tokens_per_step, total_steps=total,
-                   data_fingerprint=fingerprint, peak_flops=peak_flops(t, precision, device))
+                   data_fingerprint=fingerprint, peak_flops=peak_flops(t, precision, device),
+                   val_bytes_per_token=getattr(make_val_loader, "bytes_per_token", 0.0))
 
 
 def start_or_resume(trainer: Trainer, resume: str | None) -> Path | None:

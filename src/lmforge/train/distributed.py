@@ -42,15 +42,6 @@ def barrier() -> None:
         dist.barrier()
 
 
-def broadcast_object(obj, src: int = 0):
-    """`obj` from rank `src` on every rank (identity in one process)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 def comm_device() -> torch.device:
     """Where collective tensors must live: the current GPU for nccl, the CPU for gloo."""
     if dist.is_initialized() and dist.get_backend() == "nccl":
@@ -67,10 +58,13 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return c.to(t.device)
 
 
-def all_agree(flag: bool) -> bool:
-    """True on every rank iff `flag` is true on any rank (so all ranks take the same branch)."""
-    t = torch.tensor([1.0 if flag else 0.0])
-    return bool(all_reduce_sum(t).item() > 0)
+def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
+    """Element-wise max of `t` over ranks; identity in one process."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return t
+    c = t.to(comm_device())
+    dist.all_reduce(c, op=dist.ReduceOp.MAX)
+    return c.to(t.device)
 
 
 def destroy() -> None:

@@ -24,12 +24,12 @@ import torch.nn as nn
 
 from lmforge.config import Config
 from lmforge.errors import LmforgeError
-from lmforge.monitor.metrics import MetricsWriter
 from lmforge.train import checkpoint as ck
 from lmforge.train.callbacks.base import Callback
-from lmforge.train.distributed import all_reduce_sum
+from lmforge.train.distributed import all_reduce_max, all_reduce_sum, barrier
 from lmforge.train.optim import lr_at, set_lr
 from lmforge.train.rng import get_rng_state, set_rng_state
+from lmforge.train.state_io import gather_for_save, load_model_and_optimizer
 from lmforge.train.step import StepResult, StepSettings, train_step
 
 log = logging.getLogger(__name__)
@@ -60,9 +60,9 @@ class Trainer:
 
     def __init__(self, *, cfg: Config, run_dir: Path, model: nn.Module, raw_model: nn.Module,
                  optimizer: torch.optim.Optimizer, settings: StepSettings, train_loader: Any,
-                 make_val_loader: Any, writer: MetricsWriter, callbacks: list[Callback], rank: int = 0,
+                 make_val_loader: Any, writer: Any, callbacks: list[Callback], rank: int = 0,
                  world_size: int = 1, tokens_per_step: int, total_steps: int | None, data_fingerprint: str,
-                 peak_flops: float = 0.0) -> None:
+                 peak_flops: float = 0.0, val_bytes_per_token: float = 0.0) -> None:
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.model, self.raw_model, self.optimizer, self.settings = model, raw_model, optimizer, settings
         self.train_loader, self.make_val_loader = train_loader, make_val_loader
@@ -70,13 +70,16 @@ class Trainer:
         self.rank, self.world_size = rank, world_size
         self.tokens_per_step, self.total_steps = tokens_per_step, total_steps
         self.data_fingerprint, self.peak_flops = data_fingerprint, peak_flops
+        self.val_bytes_per_token = val_bytes_per_token
         self.ckpt_root = self.run_dir / "checkpoints"
         self.state = TrainState()
         self.stop_reason: str | None = None
         self.stop_requested: str | None = None
         self.last_ckpt: Path | None = None
         self._it = iter(train_loader)
-        self._t_start = 0.0
+        self._t_start = time.time()
+        self.clock = 0.0
+        """Training seconds, agreed by all ranks at the start of each step."""
 
     # ---------------------------------------------------------------- data
     def next_batch(self) -> Any:
@@ -94,11 +97,21 @@ class Trainer:
     def elapsed(self) -> float:
         return self.state.train_time + (time.time() - self._t_start)
 
+    def sync(self) -> None:
+        """Once per step, before it: agree on the clock and on stop requests across ranks, so a time
+        budget, a time-based schedule or a signal seen by one rank stops every rank at the same step."""
+        self.clock = self.elapsed()
+        if self.world_size > 1:
+            flags = torch.tensor([self.clock, 1.0 if self.stop_requested else 0.0], dtype=torch.float64)
+            self.clock, stop = all_reduce_max(flags).tolist()
+            if stop and not self.stop_requested:
+                self.stop_requested = "SIGTERM"  # another rank got the signal
+
     def lr(self) -> float:
         t = self.cfg.train
         total = self.total_steps
         if total is None:  # time budget only: estimate the total from the speed so far
-            frac = min(1.0, self.elapsed() / t.max_time)
+            frac = min(1.0, self.clock / t.max_time)
             total = max(self.state.step + 1, int(self.state.step / frac)) if frac > 0 else 10**9
         return lr_at(self.state.step, t, total)
 
@@ -110,7 +123,7 @@ class Trainer:
             return "max_tokens"
         if t.max_epochs and self.epoch >= t.max_epochs:
             return "max_epochs"
-        if t.max_time and self.elapsed() >= t.max_time:
+        if t.max_time and self.clock >= t.max_time:
             return "max_time"
         return None
 
@@ -121,6 +134,7 @@ class Trainer:
             cb.pre_train(self)
         with _StopOnSignal(self):
             while self.stop_reason is None:
+                self.sync()
                 self.stop_reason = self.budget_reached() or self.stop_requested
                 if self.stop_reason:
                     break
@@ -185,7 +199,8 @@ class Trainer:
             rng_all = gathered
         else:
             rng_all = [rng]
-        return {**asdict(self.state), "loader": self.train_loader.state_dict(), "rng": rng_all,
+        callbacks = {cb.name: st for cb in self.callbacks if (st := cb.state_dict()) is not None}
+        return {**asdict(self.state), "loader": self.train_loader.state_dict(), "rng": rng_all, "callbacks": callbacks,
                 "config": to_dict(self.cfg), "data_fingerprint": self.data_fingerprint,
                 "world_size": self.world_size, "tokens_per_step": self.tokens_per_step,
                 "torch": torch.__version__, "time": time.time()}
@@ -196,11 +211,12 @@ class Trainer:
         s.train_time = self.elapsed()
         self._t_start = time.time()
         s_dict = self.checkpoint_state()
+        module, optim_sd = gather_for_save(self.raw_model, self.optimizer, self.rank)  # collective (FSDP)
         path = None
         if self.rank == 0:
-            optim = {"optimizer": self.optimizer.state_dict(),
+            optim = {"optimizer": optim_sd,
                      "scaler": self.settings.scaler.state_dict() if self.settings.scaler is not None else None}
-            path = ck.write_checkpoint(self.ckpt_root, s.step, model_state=self.raw_model, optim_state=optim,
+            path = ck.write_checkpoint(self.ckpt_root, s.step, model_state=module, optim_state=optim,
                                        state=s_dict)
             ck.set_pointer(self.ckpt_root, "latest", path)
             if s.val_loss is not None and s.val_step == s.step and s.val_loss == s.best_val_loss:
@@ -208,6 +224,7 @@ class Trainer:
             ck.prune(self.ckpt_root, self.cfg.train.keep_last)
         s.ckpt_step = s.step
         self.last_ckpt = path or self.ckpt_root / ck.step_dir_name(s.step)
+        barrier()  # no rank reads it (rollback) or exits before it is complete
         return path
 
     def restore(self, path: Path, *, keep_loader: bool = False) -> None:
@@ -219,11 +236,9 @@ class Trainer:
                                      f"use a new run directory or restore the original tokens/")
         if state.get("world_size") != self.world_size and self.rank == 0:
             # the loader reshards when the windows consumed divide into the new global batch (else it raises)
-            self.writer.log("event", state["step"], what="reshard", old_world_size=state.get("world_size"),
+            self.writer.log("event", state["step"], event="reshard", old_world_size=state.get("world_size"),
                             world_size=self.world_size)
-        ck.load_weights(self.raw_model, path, next(self.raw_model.parameters()).device)
-        optim = ck.load_optimizer_file(path)
-        self.optimizer.load_state_dict(optim["optimizer"])
+        optim = load_model_and_optimizer(self.raw_model, self.optimizer, path)
         if self.settings.scaler is not None and optim.get("scaler"):
             self.settings.scaler.load_state_dict(optim["scaler"])
         if not keep_loader:
@@ -232,6 +247,9 @@ class Trainer:
         set_rng_state(state["rng"][self.rank % len(state["rng"])])
         fields = TrainState.__dataclass_fields__
         self.state = TrainState(**{k: state[k] for k in fields if k in state})
+        for cb in self.callbacks:
+            if cb.name in state.get("callbacks", {}):
+                cb.load_state_dict(state["callbacks"][cb.name])
         self.last_ckpt = Path(path)
 
     def rollback(self) -> None:
@@ -245,7 +263,7 @@ class Trainer:
         self.restore(path, keep_loader=True)
         self.state.bad_steps, self.state.train_time, self._t_start = bad, elapsed, time.time()
         if self.rank == 0:
-            self.writer.log("event", step, what="rollback", to_step=self.state.step, checkpoint=str(path))
+            self.writer.log("event", step, event="rollback", to_step=self.state.step, checkpoint=str(path))
 
     def summary(self) -> dict[str, Any]:
         s = self.state
@@ -317,12 +335,26 @@ def train(cfg: Config, run_dir: Path, *, resume: str | None = None,
 
     trainer, lock, cleanup = build_trainer(cfg, Path(run_dir), resume=resume)
     trainer.callbacks.extend(extra_callbacks or [])
+    status, summary = "crashed", {}
     try:
-        return trainer.fit()
+        summary = trainer.fit()
+        status = "interrupted" if trainer.stop_requested in ("SIGTERM", "SIGINT") else "finished"
+        return summary
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
     finally:
         for cb in trainer.callbacks:
             cb.close()
-        trainer.writer.close()
+        numbers = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and v is not None}
+        _close_writer(trainer.writer, status, numbers)
         cleanup()
         if lock is not None:
             lock.release()
+
+
+def _close_writer(writer: Any, status: str, summary: dict[str, Any]) -> None:
+    try:
+        writer.close(status, **summary)  # RunLogger: end event, TensorBoard, plots
+    except TypeError:
+        writer.close()  # a plain MetricsWriter

@@ -17,6 +17,7 @@ from lmforge.data.filters.text import TERMINAL_PUNCT, find_duplicates, split_wor
 
 Result = bool | tuple[bool, str]
 
+_SPACES = re.compile(r" {2,}")
 CITATION_RE = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]", re.IGNORECASE)
 C4_END_PUNCT = (".", "?", "!", '"', "'")
 POLICY_SUBSTRINGS = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies",
@@ -61,7 +62,7 @@ class C4Filter(Filter):
             if not line:
                 continue
             if c.remove_citations:
-                line = CITATION_RE.sub("", line).strip()
+                line = _SPACES.sub(" ", CITATION_RE.sub("", line)).strip()
             low = line.lower()
             if c.lorem_ipsum and "lorem ipsum" in low:
                 return False, "c4_lorem_ipsum"

@@ -9,6 +9,7 @@ Routes (GET/HEAD only):
     /api/runs/NAME/metrics?offset=B   metrics events from byte B on, and the next offset (live updates)
     /api/runs/NAME/report/eval|data   RUN/eval/report.json, RUN/data/report.json
     /api/runs/NAME/samples         RUN/eval/samples.jsonl
+    /api/runs/NAME/config          RUN/config.yaml (text)
 
 Security: binds 127.0.0.1 by default; TrustedHostMiddleware refuses foreign Host headers (DNS
 rebinding); paths with `..`, backslashes or NUL are refused before routing, run names must match a
@@ -153,6 +154,14 @@ def create_app(runs_dir: str | Path, *, allowed_hosts: list[str] | None = None) 
         rep = store.report(name, which)
         return not_found(f"{which}/report.json of {name!r}") if rep is None else JSONResponse(rep)
 
+    async def config(request: Request) -> Response:
+        name = request.path_params["name"]
+        run = store.path(name)
+        if run is None or not (run / "config.yaml").is_file():
+            return not_found(f"config.yaml of {name!r}")
+        text = (run / "config.yaml").read_text(encoding="utf-8", errors="replace")
+        return Response(text, media_type="text/plain; charset=utf-8")
+
     async def samples(request: Request) -> Response:
         name = request.path_params["name"]
         if store.path(name) is None:
@@ -166,6 +175,7 @@ def create_app(runs_dir: str | Path, *, allowed_hosts: list[str] | None = None) 
         Route("/api/runs/{name}/metrics", metrics, methods=["GET", "HEAD"]),
         Route("/api/runs/{name}/report/{which}", report, methods=["GET", "HEAD"]),
         Route("/api/runs/{name}/samples", samples, methods=["GET", "HEAD"]),
+        Route("/api/runs/{name}/config", config, methods=["GET", "HEAD"]),
     ]
     middleware = [Middleware(_Guard), Middleware(TrustedHostMiddleware,
                                                  allowed_hosts=allowed_hosts or default_allowed_hosts("127.0.0.1"))]

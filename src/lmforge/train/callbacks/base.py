@@ -24,3 +24,14 @@ class Callback:
 
     def close(self) -> None:
         """Release resources (files, threads), also on error."""
+
+    def state_dict(self) -> dict | None:
+        """JSON-serialisable state saved in every checkpoint (None = stateless)."""
+        return None
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` returned."""
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__

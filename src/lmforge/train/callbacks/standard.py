@@ -31,8 +31,11 @@ class AnomalyCallback(Callback):
         policy = t.nan_policy
         if s.consecutive_bad >= t.max_bad_steps and policy != "abort":
             policy = "abort"
-        trainer.writer.log("anomaly", s.step, what="nonfinite", loss=result.loss, grad_norm=result.grad_norm,
-                           action=policy, bad_steps=s.bad_steps) if trainer.rank == 0 else None
+        if trainer.rank == 0:
+            kind = "nonfinite_loss" if not math.isfinite(result.loss) else "nonfinite_grad"
+            trainer.writer.log("anomaly", s.step, type=kind, severity="error", action=policy, loss=result.loss,
+                               grad_norm=result.grad_norm, bad_steps=s.bad_steps,
+                               message=f"non-finite step: update skipped, policy {policy}")
         if policy == "abort":
             raise LmforgeError(f"training aborted at step {s.step}: loss {result.loss} / gradient norm "
                                f"{result.grad_norm} is not finite ({s.consecutive_bad} bad step(s) in a row, "
@@ -55,10 +58,10 @@ class LogCallback(Callback):
     def pre_train(self, trainer: Trainer) -> None:
         self._t, self._tok = time.time(), trainer.state.tokens_seen
         if trainer.rank == 0 and trainer.cfg.train.progress:
-            from tqdm.auto import tqdm
+            from lmforge.monitor.progress import progress
 
-            self.bar = tqdm(total=trainer.total_steps, initial=trainer.state.step, unit="step", dynamic_ncols=True,
-                            desc="train")
+            self.bar = progress(trainer.total_steps, desc="train", unit="step", quiet=trainer.cfg.monitor.quiet or None,
+                                initial=trainer.state.step)
 
     def post_step(self, trainer: Trainer, result: StepResult) -> None:
         s = trainer.state
@@ -104,9 +107,13 @@ class EvalCallback(Callback):
     def _run(self, trainer: Trainer) -> None:
         loss = trainer.evaluate()
         if trainer.rank == 0:
-            trainer.writer.log("val", trainer.state.step, val_loss=loss,
-                               val_ppl=math.exp(loss) if loss < 50 else float("inf"),
-                               best_val_loss=trainer.state.best_val_loss)
+            values = {"loss": loss, "val_loss": loss, "val_ppl": math.exp(loss) if loss < 50 else float("inf"),
+                      "best_val_loss": trainer.state.best_val_loss}
+            if trainer.val_bytes_per_token:
+                values["bpb"] = loss / math.log(2) / trainer.val_bytes_per_token
+            if trainer.state.last_loss is not None:
+                values["train_loss"] = trainer.state.last_loss
+            trainer.writer.log("val", trainer.state.step, **values)
 
     def post_step(self, trainer: Trainer, result: StepResult) -> None:
         every = trainer.cfg.train.eval_every

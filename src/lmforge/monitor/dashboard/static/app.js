@@ -90,7 +90,7 @@ function table(headers, rows) {
 }
 
 function renderValue(v) { // JSON report -> figures grid + collapsible nested sections
-  if (v === null || typeof v !== "object") return el("span", "scalar", typeof v === "number" ? fmt(v, 6) : String(v));
+  if (v === null || typeof v !== "object") return el("span", "scalar", typeof v === "number" ? fmt(v, 6) : v === null ? "–" : String(v));
   if (Array.isArray(v)) {
     if (v.length && v.every((x) => x !== null && typeof x === "object" && !Array.isArray(x))) {
       const keys = [...new Set(v.slice(0, 50).flatMap((x) => Object.keys(x)))].slice(0, 8);
@@ -130,6 +130,12 @@ async function renderReport(which, force) {
   }
 }
 
+async function renderConfig(name) {
+  const box = $("tab-config");
+  const r = await fetch(`/api/runs/${encodeURIComponent(name)}/config`, { cache: "no-store" });
+  box.replaceChildren(r.ok ? el("pre", "config", await r.text()) : el("p", "muted", "No config.yaml in this run."));
+}
+
 async function renderDetails(force = false) {
   const name = state.detail, d = name && state.data[name];
   const run = state.runs.find((r) => r.name === name);
@@ -154,7 +160,13 @@ async function renderDetails(force = false) {
                  ...state.evalSamples[name].map((s) => ({ ...s, src: "eval" }))];
     for (const s of all) {
       const card = el("div", "sample");
-      const head = el("div", "sample-head", s.src);
+      const extra = [s.src];
+      if (typeof s.fluency_ppl === "number") extra.push(`fluency ppl ${fmt(s.fluency_ppl)}`);
+      if (s.rating && typeof s.rating === "object") {
+        const r = Object.entries(s.rating).filter(([, v]) => v !== null).map(([k, v]) => `${k} ${v}/5`);
+        if (r.length) extra.push(r.join(", "));
+      }
+      const head = el("div", "sample-head", extra.join(" · "));
       const body = el("pre", "sample-text");
       body.append(el("b", null, s.prompt ?? ""), document.createTextNode(s.text ?? s.completion ?? s.output ?? ""));
       card.append(head, body);
@@ -164,6 +176,7 @@ async function renderDetails(force = false) {
   }
   $("n-samples").textContent = d.samples.length + (state.evalSamples[name] || []).length;
   if (state.tab === "eval" || state.tab === "data") await renderReport(state.tab, force);
+  if (state.tab === "config" && force) await renderConfig(name);
   state.dirtyDetails = false;
 }
 

@@ -182,6 +182,8 @@ function finishLayout(lay, traces) {
   if (!traces.length) {
     lay.annotations = [{ text: "no data yet", showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5,
                          font: { size: 13, color: "#9aa5b1" } }];
+    lay.xaxis = { ...lay.xaxis, visible: false };
+    lay.yaxis = { ...lay.yaxis, visible: false };
     return lay;
   }
   // a constant series (fixed lr, steady tokens/s) would be autoscaled into float noise or to +-1

@@ -1,0 +1,141 @@
+"""Tokenize-stage throughput and memory against raw HF `tokenizers.encode_batch`, same text, same run.
+
+    python benchmarks/tokenize_throughput.py                 # 20 MB corpus; RSS at 10 and 40 MB
+    python benchmarks/tokenize_throughput.py --mb 50 --rss-sizes 100,400
+
+Prints MB/s of the whole stage (reading clean shards, encoding, splitting, writing token shards
+and the manifest) with 1 and 2 workers, the raw `encode_batch` MB/s (HF's default thread pool, and
+one thread) on the same in-memory texts, their ratios, and the stage's peak RSS (main process and
+workers) for two corpus sizes. Each measurement runs in a fresh subprocess so RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DATA = Path("/work/shared/data")
+
+
+def _source_docs() -> list[str]:
+    text = (DATA / "tinyshakespeare.txt").read_text(encoding="utf-8")
+    docs = [d for d in text.split("\n\n") if d.strip()]
+    for f in sorted((DATA / "langid").glob("*.txt")):
+        lines = f.read_text(encoding="utf-8").splitlines()
+        docs += ["\n".join(lines[i:i + 5]) for i in range(0, len(lines), 5)]
+    return docs
+
+
+def make_corpus(out: Path, mb: float) -> int:
+    """Clean shards of about `mb` MB of text (the source documents cycled, each with a new id)."""
+    from lmforge.data.document import Document, ShardWriter
+
+    src, total, i = _source_docs(), 0, 0
+    with ShardWriter(out, "clean", max_docs=20_000, level=1) as w:
+        while total < mb * 1e6:
+            text = src[i % len(src)]
+            w.write(Document(f"d{i}", text))
+            total += len(text.encode())
+            i += 1
+    return total
+
+
+def _peak_rss_mb() -> tuple[float, float]:
+    self_ = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return round(self_, 1), round(kids, 1)
+
+
+def child_stage(data: str, tok: str, workers: int) -> dict:
+    from lmforge.config import TokensConfig
+    from lmforge.tokens.shards import run_tokenize_stage
+
+    with tempfile.TemporaryDirectory() as out:
+        man = run_tokenize_stage(TokensConfig(workers=workers), Path(data), Path(tok), Path(out), progress=False)
+    rss, kids = _peak_rss_mb()
+    return {"mb_s": man["stats"]["mb_per_s"], "bytes": man["stats"]["bytes"], "rss_mb": rss, "workers_rss_mb": kids,
+            "tokens": man["splits"]["train"]["tokens"] + man["splits"]["val"]["tokens"]}
+
+
+def child_raw(data: str, tok: str) -> dict:
+    """Raw HF encode_batch on the same texts, ~1 MB per call, texts already in memory."""
+    from lmforge.data.document import iter_clean_documents
+    from lmforge.tokenizer import load_tokenizer
+
+    hf = load_tokenizer(tok).hf
+    texts = [d.text for d in iter_clean_documents(data)]
+    batches, cur, size = [], [], 0
+    for t in texts:
+        cur.append(t)
+        size += len(t.encode())
+        if size >= 1_000_000:
+            batches.append(cur)
+            cur, size = [], 0
+    batches.append(cur)
+    nbytes = sum(len(t.encode()) for t in texts)
+    t0 = time.perf_counter()
+    for b in batches:
+        hf.encode_batch(b, add_special_tokens=False)
+    return {"mb_s": round(nbytes / 1e6 / (time.perf_counter() - t0), 3)}
+
+
+def _child(args: list[str], env: dict | None = None) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True,
+                         env={**os.environ, **(env or {})}, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mb", type=float, default=20)
+    ap.add_argument("--rss-sizes", default="10,40")
+    ap.add_argument("--vocab", type=int, default=8192)
+    ap.add_argument("--child", nargs="+")
+    a = ap.parse_args()
+    if a.child:
+        kind, *rest = a.child
+        res = child_raw(*rest) if kind == "raw" else child_stage(rest[0], rest[1], int(rest[2]))
+        print(json.dumps(res))
+        return
+    from lmforge.config import TokenizerConfig
+    from lmforge.data.document import iter_clean_documents
+    from lmforge.tokenizer import train_tokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        nbytes = make_corpus(tmp / "data", a.mb)
+        train_tokenizer(TokenizerConfig(vocab_size=a.vocab, max_train_bytes=5_000_000),
+                        (d.text for d in iter_clean_documents(tmp / "data")), tmp / "tok")
+        d, t = str(tmp / "data"), str(tmp / "tok")
+        raw = _child(["raw", d, t])
+        raw1 = _child(["raw", d, t], {"RAYON_NUM_THREADS": "1"})
+        st = {w: _child(["stage", d, t, str(w)]) for w in (1, 2)}
+        print(f"corpus {nbytes / 1e6:.1f} MB, byte-level BPE vocab {a.vocab}, {os.cpu_count()} CPUs")
+        print(f"{'run':38s} {'MB/s':>8s} {'vs raw':>8s} {'vs raw 1 thread':>16s}")
+        print(f"{'raw encode_batch (HF thread pool)':38s} {raw['mb_s']:8.2f} {1.0:8.2f} {raw['mb_s'] / raw1['mb_s']:16.2f}")
+        print(f"{'raw encode_batch (1 thread)':38s} {raw1['mb_s']:8.2f} {raw1['mb_s'] / raw['mb_s']:8.2f} {1.0:16.2f}")
+        for w, r in st.items():
+            print(f"{f'stage, {w} worker(s), shards written':38s} {r['mb_s']:8.2f} {r['mb_s'] / raw['mb_s']:8.2f} "
+                  f"{r['mb_s'] / raw1['mb_s']:16.2f}")
+    print()
+    print(f"{'corpus MB':>10s} {'workers':>8s} {'stage MB/s':>11s} {'peak RSS main MB':>17s} {'peak RSS worker MB':>19s}")
+    for mb in (float(x) for x in a.rss_sizes.split(",")):
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            make_corpus(tmp / "data", mb)
+            train_tokenizer(TokenizerConfig(vocab_size=a.vocab, max_train_bytes=5_000_000),
+                            (d.text for d in iter_clean_documents(tmp / "data")), tmp / "tok")
+            for w in (1, 2):
+                r = _child(["stage", str(tmp / "data"), str(tmp / "tok"), str(w)])
+                print(f"{mb:10.0f} {w:8d} {r['mb_s']:11.2f} {r['rss_mb']:17.1f} {r['workers_rss_mb']:19.1f}")
+
+
+if __name__ == "__main__":
+    main()

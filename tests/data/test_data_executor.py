@@ -1,0 +1,71 @@
+"""Ranks: 2 ranks give the same documents as 1; markers make a rerun skip finished ranks."""
+
+import json
+
+import pytest
+
+from lmforge.config import DataConfig, NearDedupConfig
+from lmforge.data.document import iter_clean_documents, read_shard
+from lmforge.data.executor import merge_data_tasks, run_data_task
+from lmforge.data.pipeline import run_data_stage
+from lmforge.errors import DataError
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    shared = "A paragraph that appears in two files, so only its first copy may be kept by the dedup."
+    for i in range(5):
+        body = [f"File {i} paragraph {j} says something of its own about topic {i * 10 + j}." for j in range(4)]
+        if i in (1, 2):  # file 1 goes to rank 1, file 2 to rank 0: the duplicate crosses ranks
+            body.append(shared)
+        (d / f"f{i}.txt").write_text("\n\n".join(body) + "\n")
+    (d / "g.jsonl").write_text('{"text": "json doc"}\n{broken\n')
+    return d
+
+
+def _outputs(out):
+    clean = [(d.id, d.text) for d in iter_clean_documents(out)]
+    rejected = sorted((d.id, d.meta["reject_reason"], d.meta.get("duplicate_of"))
+                      for p in sorted((out / "rejected").glob("*.jsonl.zst")) for d in read_shard(p))
+    return clean, rejected
+
+
+def _cfg(src, **kw):
+    return DataConfig(inputs=[str(src)], plots=False, near_dedup=NearDedupConfig(enabled=True), **kw)
+
+
+def test_two_workers_same_output_as_one(inputs, tmp_path):
+    r1 = run_data_stage(_cfg(inputs), tmp_path / "one", progress=False)
+    r2 = run_data_stage(_cfg(inputs, workers=2), tmp_path / "two", progress=False)
+    one, two = _outputs(tmp_path / "one"), _outputs(tmp_path / "two")
+    assert one == two  # same documents, same order, same rejects
+    clean, rejected = one
+    assert len(clean) == 21
+    dup = next(r for r in rejected if r[1] == "duplicate")
+    assert dup[0] == f"{inputs / 'f2.txt'}:9" and dup[2] == f"{inputs / 'f1.txt'}:9"
+    assert ("malformed_json" in {r[1] for r in rejected})
+    for key in ("documents_in", "documents_out", "documents_rejected", "bytes_in", "bytes_out", "rejected",
+                "length_chars", "length_chars_before_filters"):
+        assert r1[key] == r2[key], key
+    assert r2["workers"] == 2 and not (tmp_path / "two" / "_work").exists()
+    assert all("_o" not in d.meta and "_sig_exact" not in d.meta for d in iter_clean_documents(tmp_path / "two"))
+
+
+def test_rank_markers_skip_finished_ranks_and_merge_checks(inputs, tmp_path):
+    cfg, out = _cfg(inputs), tmp_path / "out"
+    assert run_data_task(cfg, out, 0, 2) is True
+    assert run_data_task(cfg, out, 0, 2) is False  # complete: skipped
+    with pytest.raises(DataError, match=r"ranks \[1\] of 2 have not finished"):
+        merge_data_tasks(cfg, out, 2, progress=False)
+    crashed = out / "_work" / "rank-00001"
+    crashed.mkdir(parents=True)
+    (crashed / "docs-00000.jsonl.zst.tmp").write_bytes(b"partial")  # what a crash leaves
+    assert run_data_task(cfg, out, 1, 2) is True
+    assert not (crashed / "docs-00000.jsonl.zst.tmp").exists()
+    report = merge_data_tasks(cfg, out, 2, progress=False)
+    assert report["documents_out"] == 21
+    assert json.loads((out / "report.json").read_text())["documents_out"] == 21
+    with pytest.raises(DataError, match="rank 2 is outside"):
+        run_data_task(cfg, out, 2, 2)
