@@ -119,13 +119,15 @@ def main() -> None:
         st = {w: _child(["stage", d, t, str(w)]) for w in (1, 2)}
         print(f"corpus {nbytes / 1e6:.1f} MB, byte-level BPE vocab {a.vocab}, {os.cpu_count()} CPUs")
         print(f"{'run':38s} {'MB/s':>8s} {'vs raw':>8s} {'vs raw 1 thread':>16s}")
-        print(f"{'raw encode_batch (HF thread pool)':38s} {raw['mb_s']:8.2f} {1.0:8.2f} {raw['mb_s'] / raw1['mb_s']:16.2f}")
+        print(f"{'raw encode_batch (HF thread pool)':38s} {raw['mb_s']:8.2f} {1.0:8.2f} "
+              f"{raw['mb_s'] / raw1['mb_s']:16.2f}")
         print(f"{'raw encode_batch (1 thread)':38s} {raw1['mb_s']:8.2f} {raw1['mb_s'] / raw['mb_s']:8.2f} {1.0:16.2f}")
         for w, r in st.items():
             print(f"{f'stage, {w} worker(s), shards written':38s} {r['mb_s']:8.2f} {r['mb_s'] / raw['mb_s']:8.2f} "
                   f"{r['mb_s'] / raw1['mb_s']:16.2f}")
     print()
-    print(f"{'corpus MB':>10s} {'workers':>8s} {'stage MB/s':>11s} {'peak RSS main MB':>17s} {'peak RSS worker MB':>19s}")
+    print(f"{'corpus MB':>10s} {'workers':>8s} {'stage MB/s':>11s} {'peak RSS main MB':>17s} "
+          f"{'peak RSS worker MB':>19s}")
     for mb in (float(x) for x in a.rss_sizes.split(",")):
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)

@@ -458,6 +458,11 @@ class TrainConfig:
     """Smallest val-loss decrease that counts as an improvement for early stopping."""
     sample_every: int = 0
     """Log samples for `eval.prompts` every N steps (kind `sample`); 0 = off."""
+    async_checkpoint: bool = False
+    """Write checkpoints in a background thread; training waits only for a CPU copy of the state."""
+    auto_micro_batch: bool = False
+    """Find the largest micro-batch that fits (a dry-run step at start-up, largest first) and
+    accumulate to keep train.batch_size x train.grad_accum sequences per process and step."""
     distributed: str = "ddp"
     """Under torchrun (WORLD_SIZE > 1): `ddp` (replicate) or `fsdp` (FSDP2 fully_shard: shard
     parameters, gradients and optimiser state)."""

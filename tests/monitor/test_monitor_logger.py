@@ -50,6 +50,12 @@ def test_run_logger_fans_out_and_smooths(tmp_path):
     assert t2["ppl"] == pytest.approx(math.exp(2.0))
     assert val["ppl"] == pytest.approx(10.0)
     assert end["event"] == "end" and end["status"] == "finished" and end["step"] == 2
+    # the trainer passes its summary: keys such as `step` must not collide with the event's own fields
+    mon = RunLogger(tmp_path / "summary", MonitorConfig(plots=False, tensorboard=False, system_every=0))
+    mon.close("finished", step=40, status="x", kind="y", val_loss=2.5, wall_time=3.0)
+    mon.close("crashed")  # idempotent
+    end = list(read_metrics(tmp_path / "summary" / "metrics.jsonl"))[-1]
+    assert (end["step"], end["kind"], end["status"], end["val_loss"]) == (40, "event", "finished", 2.5)
 
 
 def test_run_logger_records_crash_and_returns_anomalies(tmp_path):
@@ -195,3 +201,45 @@ def test_run_logger_stores_scalars_as_numbers(tmp_path):
         mon.log("train", 1, loss=np.float32(2.0), lr=np.float64(1e-3), grad_norm=None)
     (ev,) = read_metrics(tmp_path / "metrics.jsonl", kind="train")
     assert ev["loss"] == 2.0 and ev["lr"] == 1e-3 and ev["grad_norm"] is None and ev["ppl"] == pytest.approx(math.e**2)
+
+
+def test_nvml_probes_are_guarded_and_follow_cuda_visible_devices(monkeypatch):
+    from lmforge.monitor import system
+
+    class FakeNVML:
+        NVML_TEMPERATURE_GPU = 0
+        NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 1
+        NVML_VOLATILE_ECC = 0
+
+        def __init__(self):
+            self.asked = []
+
+        def nvmlDeviceGetHandleByIndex(self, i):
+            self.asked.append(i)
+            return f"h{i}"
+
+        def nvmlDeviceGetUtilizationRates(self, h):
+            return type("U", (), {"gpu": 97})()
+
+        def nvmlDeviceGetMemoryInfo(self, h):
+            return type("M", (), {"used": 3 * 1024 * 1024})()
+
+        def nvmlDeviceGetTemperature(self, h, sensor):
+            return 71
+
+        def nvmlDeviceGetPowerUsage(self, h):
+            raise RuntimeError("NVML_ERROR_NOT_SUPPORTED")  # some boards: the key is left out
+
+        def nvmlDeviceGetTotalEccErrors(self, h, kind, counter):
+            return 0
+
+    fake = FakeNVML()
+    monkeypatch.setattr(system, "_nvml", fake)
+    monkeypatch.setattr(system, "_handles", {})
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    s = system.system_stats(gpu_index=1)
+    assert fake.asked == [5]  # CUDA device 1 is physical GPU 5
+    assert (s["gpu_util"], s["gpu_mem_used_mb"], s["gpu_temp_c"], s["gpu_ecc_errors"]) == (97, 3.0, 71, 0)
+    assert "gpu_power_w" not in s
+    monkeypatch.setattr(system, "_nvml", False)  # no NVML at all: no GPU keys, no error
+    assert not any(k.startswith("gpu_") for k in system.system_stats(gpu_index=0))

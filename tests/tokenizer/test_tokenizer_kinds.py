@@ -111,3 +111,21 @@ def test_transformers_reads_it(tmp_path, corpus):
     fast = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"))
     assert fast.encode(corpus[3], add_special_tokens=False) == tok.encode(corpus[3])
     assert fast.decode(tok.encode(corpus[3])) == corpus[3]
+
+
+@pytest.mark.parametrize("kind", ["char", "byte"])
+def test_vectorised_encoder_equals_hf(tmp_path, corpus, kind):
+    tok = train_tokenizer(TokenizerConfig(kind=kind), corpus, tmp_path)
+    rng = __import__("random").Random(0)
+    alphabet = "abcXYZ \n\t.,;!?éü€你好🎉<>" + "".join(chr(rng.randrange(32, 0x2FFF)) for _ in range(50))
+    samples = [TRICKY, corpus[0], ""] + ["".join(rng.choice(alphabet) for _ in range(200)) for _ in range(20)]
+    for text in samples:
+        assert tok._lut is not None
+        assert tok.encode(text) == tok.hf.encode(text, add_special_tokens=False).ids
+        assert tok.encode_array(text).tolist() == tok.encode(text)
+    assert tok.encode_batch(samples) == [e.ids for e in tok.hf.encode_batch(samples, add_special_tokens=False)]
+
+
+def test_bpe_has_no_table_encoder(tmp_path, corpus):
+    tok = train_tokenizer(TokenizerConfig(kind="bpe", vocab_size=300), corpus, tmp_path)
+    assert tok._lut is None and tok.encode_array(corpus[1]).tolist() == tok.encode(corpus[1])

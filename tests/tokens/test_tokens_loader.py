@@ -180,3 +180,15 @@ def test_doc_logits_in_packed_sequence_equal_doc_alone(tmp_path):
             torch.testing.assert_close(packed[a:e], alone, rtol=0, atol=1e-5)
         plain = model(b.input_ids)[0]  # without doc masks later documents see earlier ones
         assert (plain[starts[1]:starts[2]] - packed[starts[1]:starts[2]]).abs().max() > 1e-3
+
+
+def test_prefetch_thread_hands_read_errors_to_the_caller(tmp_path, monkeypatch):
+    ds = _stream_dataset(tmp_path)
+    loader = TokenLoader(ds, seq_len=8, batch_size=2, seed=0, prefetch=2, retry_backoff=0.0, read_retries=1)
+    first = next(loader)
+    monkeypatch.setattr(ds, "read", lambda s, e: (_ for _ in ()).throw(OSError("EIO")))
+    with pytest.raises(DataError, match=r"token shard train-0000\d.*after 1 retries"):
+        for _ in range(5):  # batches already prefetched come first, then the error
+            next(loader)
+    assert loader.state_dict()["step"] >= 1 and first.input_ids.shape == (2, 8)
+    loader.close()

@@ -147,3 +147,29 @@ def test_lock_blocks_a_second_run(run_dir, tiny_cfg):
         with pytest.raises(LmforgeError, match="in use by another training process"):
             train(tiny_cfg(max_steps=1), run_dir)
     assert train(tiny_cfg(max_steps=1), run_dir)["step"] == 1  # released
+
+
+def test_async_checkpoints_equal_sync_ones(run_dir, tiny_cfg, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from lmforge.monitor.metrics import read_metrics
+
+    other = tmp_path / "async"
+    shutil.copytree(run_dir / "tokenizer", other / "tokenizer")
+    shutil.copytree(run_dir / "tokens", other / "tokens")
+    train(tiny_cfg(max_steps=4, ckpt_every=2, eval_every=2), run_dir)
+    s = train(tiny_cfg(max_steps=4, ckpt_every=2, eval_every=2, async_checkpoint=True), other)
+    for step in (2, 4):
+        a, b = (d / "checkpoints" / f"step-{step:06d}" for d in (run_dir, other))
+        ck.verify_checkpoint(b)
+        wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+        oa, ob = ck.load_optimizer_file(a)["optimizer"], ck.load_optimizer_file(b)["optimizer"]
+        assert oa["param_groups"] == ob["param_groups"] and oa["state"].keys() == ob["state"].keys()
+        for i in oa["state"]:
+            assert all(torch.equal(oa["state"][i][k], ob["state"][i][k]) for k in oa["state"][i])
+    assert s["best_checkpoint"] == str(other / "checkpoints" / "step-000004")
+    events = [e for e in read_metrics(other / "metrics.jsonl", "event") if e.get("event") == "checkpoint"]
+    assert [e["step"] for e in events] == [2, 4] and all(e["asynchronous"] and e["stall_s"] >= 0 for e in events)

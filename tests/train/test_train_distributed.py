@@ -48,7 +48,7 @@ def _copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+@pytest.mark.parametrize("mode", ["ddp", pytest.param("fsdp", marks=pytest.mark.slow)])
 def test_two_processes_match_one_process_with_the_same_global_batch(run_dir, tiny_cfg, tmp_path, mode):
     common = dict(max_steps=4, ckpt_every=2, eval_every=2, grad_accum=2, distributed=mode)
     single = _copy(run_dir, tmp_path / "single")

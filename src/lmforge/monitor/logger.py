@@ -174,21 +174,21 @@ class RunLogger:
             print(line, file=sys.stderr)
 
     # ------------------------------------------------------------------ lifecycle
-    def close(self, status: str = "finished", **summary: Any) -> None:
-        """Write the end event (`status`: finished | crashed | interrupted), hparams, plots; idempotent."""
+    def close(self, status: str = "finished", /, **summary: Any) -> None:
+        """Write the end event (`status`: finished | crashed | interrupted) with `summary` figures, the
+        TensorBoard hparams, and RUN/plots; idempotent. A summary `step` becomes the event's step; keys
+        that would clash with the event's own fields (kind, time, event, status) are dropped."""
         if self._closed:
             return
         self._closed = True
-        self.writer.log("event", self._last_step, event="end", status=status, **summary)
-        if self.tb is not None:
-            if self._hparams is not None:
-                final = {f"hparam/{k}": v for k, v in summary.items() if isinstance(v, (int, float))}
-                try:
-                    self.tb.hparams(self._hparams, final)
-                except Exception as e:
-                    log.warning("TensorBoard hparams not written: %s", e)
-            self.tb.close()
-        self.writer.close()
+        step = summary.pop("step", self._last_step)
+        step = step if isinstance(step, int) else self._last_step
+        summary = {k: _plain(v) for k, v in summary.items() if k not in ("kind", "time", "event", "status")}
+        try:
+            self.writer.log("event", step, event="end", status=status, **summary)
+        finally:
+            self.writer.close()
+            self._close_tb(summary)
         if self.enabled and self.cfg.plots:
             try:
                 from lmforge.monitor.plots import plot_run
@@ -196,6 +196,18 @@ class RunLogger:
                 plot_run(self.run_dir)
             except Exception as e:  # plots must never turn a finished run into a failure
                 log.warning("plots not written: %s", e)
+
+    def _close_tb(self, summary: dict[str, Any]) -> None:
+        if self.tb is None:
+            return
+        try:
+            if self._hparams is not None:
+                final = {f"hparam/{k}": v for k, v in summary.items()
+                         if isinstance(v, (int, float)) and not isinstance(v, bool)}
+                self.tb.hparams(self._hparams, final)
+            self.tb.close()
+        except Exception as e:
+            log.warning("TensorBoard events not completed: %s", e)
 
     def __enter__(self) -> RunLogger:
         return self

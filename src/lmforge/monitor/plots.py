@@ -100,12 +100,14 @@ def _plt() -> Any:
 def _draw(ax: Any, panel: str, runs: list[tuple[str, dict]], x: str, smooth: float) -> bool:
     title, keys, logy = PANELS[panel]
     drawn = False
+    lo, hi = math.inf, -math.inf
     for i, (name, events) in enumerate(runs):
         color = f"C{i % 10}"
         for kind, key, suffix in keys:
             xs, ys = series(events, kind, key, x)
             if not xs:
                 continue
+            lo, hi = min(lo, *ys), max(hi, *ys)
             label = (name + suffix) if len(runs) > 1 or suffix else None
             style = "-" if suffix in ("", " RSS") else ("--" if "alloc" in suffix else ":")
             if panel == "loss" and len(ys) > 1 and smooth > 0:
@@ -123,7 +125,7 @@ def _draw(ax: Any, panel: str, runs: list[tuple[str, dict]], x: str, smooth: flo
         ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 200k, 1.5M rather than 1500000
     ax.tick_params(labelsize=8)
     ax.grid(True, alpha=0.3)
-    if drawn and logy:
+    if drawn and logy and lo > 0 and hi / lo > 20:  # log only helps across decades (and labels worse within one)
         ax.set_yscale("log")
     if not drawn:
         ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="gray")

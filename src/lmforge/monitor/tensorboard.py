@@ -4,8 +4,9 @@ A thin layer over `torch.utils.tensorboard.SummaryWriter` (needs the `tensorboar
 the same flat dicts as the metrics stream. Events are flushed at least every `flush_secs` (10 s).
 View with `tensorboard --logdir runs/`.
 
-Building TensorBoard protobufs costs ~50-150 us per scalar (SummaryWriter also blocks on its 10-item
-queue), so every call is handed to one background thread: the training thread pays a queue put.
+`add_scalar` costs ~50-150 us per scalar here (and SummaryWriter blocks on its 10-item queue), so all
+values of one call go into a single Summary event, written by one background thread: the training
+thread pays a queue put.
 Histogram tensors are copied to CPU before they are queued, so the optimiser can move on.
 """
 
@@ -80,10 +81,15 @@ class TBWriter:
                  if not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)]
 
         def write() -> None:
-            for tag, v in items:
-                self._w.add_scalar(tag, v, global_step=step)
+            # one Summary holding every value: 1 event per call instead of one per scalar (~6x cheaper
+            # than add_scalar in a loop); TensorBoard reads it the same way
+            from tensorboard.compat.proto.summary_pb2 import Summary
 
-        self._submit(write)
+            summary = Summary(value=[Summary.Value(tag=tag, simple_value=v) for tag, v in items])
+            self._w._get_file_writer().add_summary(summary, step)
+
+        if items:
+            self._submit(write)
         return len(items)
 
     def histograms(self, step: int, model: Any, *, weights: bool = True, grads: bool = True) -> int:

@@ -50,7 +50,8 @@ def block_mask_bytes(block_mask: Any) -> int:
     return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
-def mask_memory_report(doc_ids: torch.Tensor, block_size: int = 128, *, build_block_mask: bool = True) -> dict[str, Any]:
+def mask_memory_report(doc_ids: torch.Tensor, block_size: int = 128, *,
+                       build_block_mask: bool = True) -> dict[str, Any]:
     """Memory of the dense bool mask vs the FlexAttention block mask for one batch of doc ids.
 
     With `build_block_mask=False` the block-mask size is computed from its layout

@@ -14,13 +14,16 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lmforge.errors import DataError
 from lmforge.io import fsync_dir
 from lmforge.tokens.format import HEADER, ShardHeader, dtype_for_vocab, validate_shard
+
+if TYPE_CHECKING:
+    from lmforge.config import TokensConfig
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val")
@@ -223,7 +226,7 @@ def write_tokens_dir(out_dir: str | Path, splits: dict[str, list[Any]], *, vocab
     return manifest
 
 
-def run_tokenize_stage(cfg, data_dir: str | Path, tokenizer_dir: str | Path, out_dir: str | Path, *,
+def run_tokenize_stage(cfg: TokensConfig, data_dir: str | Path, tokenizer_dir: str | Path, out_dir: str | Path, *,
                        progress: bool = True) -> dict[str, Any]:
     """Stage 3: clean documents -> train/val token shards + manifest.json. Returns the manifest."""
     from lmforge.tokens.stage import tokenize_corpus

@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from lmforge.data.document import iter_clean_documents
 from lmforge.errors import DataError
 from lmforge.io import atomic_write_json
 from lmforge.tokenizer.core import Tokenizer, load_tokenizer
-from lmforge.tokens.format import ShardHeader, dtype_for_vocab, write_shard
+from lmforge.tokens.format import HEADER, ShardHeader, dtype_for_vocab, write_shard
 from lmforge.tokens.shards import MANIFEST, TokenShardWriter, split_summary
 
 _worker_tok: Tokenizer | None = None
@@ -39,16 +40,20 @@ def split_hash(doc_id: str, seed: int) -> float:
 
 def encode_docs(tok: Tokenizer, texts: list[str], add_bos: bool) -> tuple[np.ndarray, np.ndarray]:
     """Encode a batch; returns (flat uint32 tokens with <bos>?/<eos> per doc, per-doc lengths)."""
-    ids = tok.encode_batch(texts)
-    prefix = [tok.bos_id] if add_bos else []
-    lengths = np.fromiter((len(x) + 1 + len(prefix) for x in ids), dtype=np.int64, count=len(ids))
+    if tok.kind in ("byte", "char"):
+        ids = [tok.encode_array(t) for t in texts]
+    else:
+        ids = tok.encode_batch(texts)
+    extra = 1 + int(add_bos)
+    lengths = np.fromiter((len(x) + extra for x in ids), dtype=np.int64, count=len(ids))
     flat = np.empty(int(lengths.sum()), dtype=np.uint32)
     pos = 0
     for x in ids:  # one slice assignment per document (numpy converts the list in C)
-        doc = prefix + x
-        doc.append(tok.eos_id)
-        flat[pos: pos + len(doc)] = doc
-        pos += len(doc)
+        if add_bos:
+            flat[pos] = tok.bos_id
+        flat[pos + extra - 1: pos + extra - 1 + len(x)] = x
+        pos += len(x) + extra
+        flat[pos - 1] = tok.eos_id
     return flat, lengths
 
 
@@ -108,7 +113,7 @@ def _remove_doc(out_dir: Path, rec: dict[str, Any], doc_no: int, nbytes: int, fp
     bin_path, idx_path = out_dir / f"{rec['name']}.bin", out_dir / f"{rec['name']}.idx"
     dtype = dtype_for_vocab(vocab)
     tokens = np.fromfile(bin_path, dtype=dtype)
-    offsets = np.fromfile(idx_path, dtype="<i8", offset=64)
+    offsets = np.fromfile(idx_path, dtype="<i8", offset=HEADER.size)
     a, b = int(offsets[doc_no]), int(offsets[doc_no + 1])
     tokens = np.concatenate([tokens[:a], tokens[b:]])
     offsets = np.concatenate([offsets[: doc_no + 1], offsets[doc_no + 2:] - (b - a)])
@@ -163,9 +168,13 @@ def tokenize_corpus(cfg: TokensConfig, data_dir: Path, tokenizer_dir: Path, out_
             splitter.add(ids, sizes, flat, lengths)
             nbytes += sum(sizes)
             bar.update(sum(sizes))
-    except BaseException:
+    except BaseException as e:
         for w in writers.values():
             w.abort()
+        if isinstance(e, BrokenProcessPool):
+            raise DataError(f"tokenize: an encoding worker process died ({e}); the machine may be out of memory, or "
+                            "the calling script cannot be re-imported by `spawn` (guard it with "
+                            "`if __name__ == '__main__':`); set tokens.workers=1 to encode in-process") from e
         raise
     finally:
         bar.close()

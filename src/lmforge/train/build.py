@@ -96,6 +96,19 @@ def with_vocab(cfg: Config, vocab_size: int) -> Config:
     return cfg
 
 
+def with_micro_batch(cfg: Config, device: torch.device, dist_info: DistInfo) -> Config:
+    """Replace batch_size/grad_accum by the largest micro-batch that fits (same on every rank)."""
+    from lmforge.train.distributed import all_reduce_max
+    from lmforge.train.microbatch import auto_micro_batch
+
+    precision = resolve_precision(cfg.train.precision, device)
+    m, _ = auto_micro_batch(cfg, device, autocast_factory(precision, device))
+    per_process = cfg.train.batch_size * cfg.train.grad_accum
+    m = -int(all_reduce_max(torch.tensor([-float(m)])).item())  # the smallest over ranks
+    log.info("auto micro-batch: %d sequences x %d accumulation steps", m, per_process // m)
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=m, grad_accum=per_process // m))
+
+
 def data_fingerprint(tokens_dir: Path) -> str:
     man = tokens_dir / "manifest.json"
     return hashlib.sha256(man.read_bytes()).hexdigest()[:16] if man.is_file() else "none"
@@ -174,6 +187,8 @@ def build_trainer(cfg: Config, run_dir: Path, *, resume: str | None = None) -> t
     try:
         tok = load_tokenizer(run_dir / "tokenizer")
         cfg = with_vocab(cfg, tok.vocab_size)
+        if cfg.train.auto_micro_batch:
+            cfg = with_micro_batch(cfg, device, dist_info)
         train_loader, make_val = open_loaders(cfg, run_dir, dist_info, tok.fingerprint)
         trainer = assemble(cfg, run_dir, device, dist_info, train_loader, make_val,
                            data_fingerprint(run_dir / "tokens"), callbacks=default_callbacks(cfg.train, tok))

@@ -26,6 +26,7 @@ from lmforge.config import Config
 from lmforge.errors import LmforgeError
 from lmforge.train import checkpoint as ck
 from lmforge.train.callbacks.base import Callback
+from lmforge.train.ckpt_writer import CheckpointWriter
 from lmforge.train.distributed import all_reduce_max, all_reduce_sum, barrier
 from lmforge.train.optim import lr_at, set_lr
 from lmforge.train.rng import get_rng_state, set_rng_state
@@ -72,6 +73,7 @@ class Trainer:
         self.data_fingerprint, self.peak_flops = data_fingerprint, peak_flops
         self.val_bytes_per_token = val_bytes_per_token
         self.ckpt_root = self.run_dir / "checkpoints"
+        self.ckpt_writer = CheckpointWriter(self.ckpt_root, cfg.train.keep_last, asynchronous=cfg.train.async_checkpoint)
         self.state = TrainState()
         self.stop_reason: str | None = None
         self.stop_requested: str | None = None
@@ -141,6 +143,7 @@ class Trainer:
                 self.run_one_step()
         for cb in self.callbacks:
             cb.post_train(self)
+        self.ckpt_writer.wait()
         return self.summary()
 
     def run_one_step(self) -> StepResult:
@@ -206,25 +209,26 @@ class Trainer:
                 "torch": torch.__version__, "time": time.time()}
 
     def save_checkpoint(self) -> Path | None:
-        """Write a full checkpoint (rank 0 writes; every rank joins the RNG gather)."""
+        """Write a full checkpoint: every rank joins the RNG (and FSDP) gathers, rank 0 writes,
+        in the background when `train.async_checkpoint` (see ckpt_writer)."""
         s = self.state
         s.train_time = self.elapsed()
         self._t_start = time.time()
+        t0 = time.perf_counter()
         s_dict = self.checkpoint_state()
         module, optim_sd = gather_for_save(self.raw_model, self.optimizer, self.rank)  # collective (FSDP)
         path = None
         if self.rank == 0:
             optim = {"optimizer": optim_sd,
                      "scaler": self.settings.scaler.state_dict() if self.settings.scaler is not None else None}
-            path = ck.write_checkpoint(self.ckpt_root, s.step, model_state=module, optim_state=optim,
-                                       state=s_dict)
-            ck.set_pointer(self.ckpt_root, "latest", path)
-            if s.val_loss is not None and s.val_step == s.step and s.val_loss == s.best_val_loss:
-                ck.set_pointer(self.ckpt_root, "best", path)
-            ck.prune(self.ckpt_root, self.cfg.train.keep_last)
+            is_best = s.val_loss is not None and s.val_step == s.step and s.val_loss == s.best_val_loss
+            path = self.ckpt_writer.save(s.step, module, optim, s_dict, is_best=is_best,
+                                         fresh=module is not self.raw_model)
+            self.writer.log("event", s.step, event="checkpoint", path=str(path),
+                            stall_s=time.perf_counter() - t0, asynchronous=self.ckpt_writer.asynchronous)
         s.ckpt_step = s.step
         self.last_ckpt = path or self.ckpt_root / ck.step_dir_name(s.step)
-        barrier()  # no rank reads it (rollback) or exits before it is complete
+        barrier()  # ranks leave together (a rollback on any rank finds the same checkpoints)
         return path
 
     def restore(self, path: Path, *, keep_loader: bool = False) -> None:
@@ -255,6 +259,8 @@ class Trainer:
     def rollback(self) -> None:
         """Reload the last complete checkpoint but keep the data position: the offending batches are
         skipped, not replayed. Raises when there is nothing to roll back to."""
+        self.ckpt_writer.wait()
+        barrier()
         path = ck.find_resume(self.ckpt_root, "auto")
         if path is None:
             raise LmforgeError(f"train.nan_policy=rollback at step {self.state.step}, but {self.ckpt_root} holds no "
@@ -344,13 +350,16 @@ def train(cfg: Config, run_dir: Path, *, resume: str | None = None,
         status = "interrupted"
         raise
     finally:
-        for cb in trainer.callbacks:
-            cb.close()
-        numbers = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and v is not None}
-        _close_writer(trainer.writer, status, numbers)
-        cleanup()
-        if lock is not None:
-            lock.release()
+        try:
+            trainer.ckpt_writer.wait()  # a background write finishes before the lock is released
+        finally:
+            for cb in trainer.callbacks:
+                cb.close()
+            numbers = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and v is not None}
+            _close_writer(trainer.writer, status, numbers)
+            cleanup()
+            if lock is not None:
+                lock.release()
 
 
 def _close_writer(writer: Any, status: str, summary: dict[str, Any]) -> None:

@@ -17,6 +17,8 @@ function renderRuns(payload) {
   state.runs = runs;
   // assign colours in a stable order (oldest first) so a new run never recolours the others
   [...runs].reverse().forEach((r) => colorFor(r.name));
+  const present = new Set(runs.map((r) => r.name));
+  for (const name of [...state.selected]) if (!present.has(name)) { state.selected.delete(name); state.dirty = true; }
   for (const r of runs) {
     if (!state.known.has(r.name)) {
       state.known.add(r.name);
