@@ -7,9 +7,10 @@ Measured in this process, tokens per second of:
    block-diagonal attention, exact per-document sums, no gradients;
 2. a training forward + backward pass (cross-entropy, `loss.backward()`, no optimiser step) on
    full rows of the same shape — the baseline;
-3. a bare no-grad forward on full rows (the ceiling for eval: no packing, no masks, no bookkeeping).
-Ratios: eval / train fwd+bwd (≈3x expected: backward costs about twice the forward) and
-eval / bare forward (the cost of packing, masks and per-document accounting).
+3. a no-grad forward + cross-entropy on full rows (the ceiling for eval: no packing, no masks, no
+   per-document bookkeeping), and a bare no-grad forward.
+Ratios: eval / train fwd+bwd (about 3x expected: backward costs about twice the forward) and
+eval / forward + loss (the cost of packing, masks and per-document accounting).
 """
 
 from __future__ import annotations
@@ -30,6 +31,17 @@ from lmforge.model import GPT
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+
+
+def _rate(fn, n_steps: int, args) -> float:
+    """Tokens/s of `n_steps` calls of `fn` on full (batch, block) rows, after one warm-up call."""
+    fn()
+    _sync(args.device)
+    t = time.perf_counter()
+    for _ in range(n_steps):
+        fn()
+    _sync(args.device)
+    return n_steps * args.batch * args.block / (time.perf_counter() - t)
 
 
 def main() -> None:
@@ -82,18 +94,15 @@ def main() -> None:
 
     model.eval()
     with torch.inference_mode():
-        model(x[:, :-1])
-        _sync(args.device)
-        t = time.perf_counter()
-        for _ in range(n_steps):
-            model(x[:, :-1])
-        _sync(args.device)
-    fwd_tps = n_steps * args.batch * args.block / (time.perf_counter() - t)
+        fwd_tps = _rate(lambda: model(x[:, :-1]), n_steps, args)
+        loss_tps = _rate(lambda: F.cross_entropy(model(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten()), n_steps, args)
 
     print(f"eval (score_documents) : {eval_tps:12,.0f} tokens/s")
     print(f"train forward+backward : {train_tps:12,.0f} tokens/s")
+    print(f"forward + loss, no grad: {loss_tps:12,.0f} tokens/s")
     print(f"bare forward, no grad  : {fwd_tps:12,.0f} tokens/s")
     print(f"eval / train fwd+bwd   : {eval_tps / train_tps:8.2f}x")
+    print(f"eval / forward + loss  : {eval_tps / loss_tps:8.2f}x (cost of packing, document masks, per-doc sums)")
     print(f"eval / bare forward    : {eval_tps / fwd_tps:8.2f}x")
 
 

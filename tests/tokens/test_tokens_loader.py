@@ -192,3 +192,49 @@ def test_prefetch_thread_hands_read_errors_to_the_caller(tmp_path, monkeypatch):
             next(loader)
     assert loader.state_dict()["step"] >= 1 and first.input_ids.shape == (2, 8)
     loader.close()
+
+
+def test_pread_reader_equals_mmap_and_retries_real_os_errors(tmp_path, monkeypatch):
+    import os
+
+    _stream_dataset(tmp_path)
+    mm, pr = open_split(tmp_path, "train"), open_split(tmp_path, "train", mmap=False)
+    assert np.array_equal(mm.read(250, 720), pr.read(250, 720)) and np.array_equal(mm.doc(7), pr.doc(7))
+    ref = TokenLoader(mm, seq_len=8, batch_size=3, seed=2).make_batch(5)
+    loader = TokenLoader(pr, seq_len=8, batch_size=3, seed=2, retry_backoff=0.001, read_retries=3)
+    loader.step = 5
+    real, fails = os.pread, {"n": 2}
+
+    def flaky(fd, n, off):
+        if fails["n"]:
+            fails["n"] -= 1
+            raise OSError(5, "Input/output error")
+        return real(fd, n, off)
+
+    monkeypatch.setattr(os, "pread", flaky)
+    assert torch.equal(next(loader).input_ids, ref.input_ids) and fails["n"] == 0
+    monkeypatch.setattr(os, "pread", lambda fd, n, off: real(fd, n, off)[: n // 2])  # short reads persist
+    with pytest.raises(DataError, match=r"token shard train-0000\d .*short read from .*train-0000\d\.bin"):
+        next(loader)
+
+
+def test_uint32_shards_for_large_vocabularies(tmp_path):
+    docs = [np.array([70_000, 5, 65_536, 3]), np.array([100_000, 3])]
+    man = write_tokens_dir(tmp_path, {"train": docs, "val": docs[:1]}, vocab_size=100_001)
+    ds = open_split(tmp_path, "train", verify_checksums=True)
+    assert (tmp_path / "train-00000.bin").stat().st_size == 4 * 6 and man["splits"]["train"]["tokens"] == 6
+    assert ds.doc(0).tolist() == [70_000, 5, 65_536, 3] and ds.doc(1).tolist() == [100_000, 3]
+
+
+def test_state_survives_json_and_torch_weights_only(tmp_path):
+    import json
+
+    ds = _stream_dataset(tmp_path)
+    a = TokenLoader(ds, seq_len=8, batch_size=3, seed=4, packing="best_fit")
+    for _ in range(5):
+        next(a)
+    torch.save({"loader": a.state_dict()}, tmp_path / "s.pt")
+    for state in (json.loads(json.dumps(a.state_dict())), torch.load(tmp_path / "s.pt", weights_only=True)["loader"]):
+        b = TokenLoader(ds, seq_len=8, batch_size=3, seed=4, packing="best_fit")
+        b.load_state_dict(state)
+        assert torch.equal(next(b).input_ids, a.make_batch(5).input_ids)

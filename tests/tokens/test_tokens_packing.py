@@ -142,3 +142,19 @@ def test_token_budget_resume(ds):
     for j in range(17, 50):
         assert torch.equal(next(b).input_ids, batches[j].input_ids)
     assert ref.epoch > 1
+
+
+def test_build_loader_follows_tokens_packing(ds):
+    from lmforge.config import TokensConfig
+    from lmforge.errors import ConfigError
+    from lmforge.tokens.loader import build_loader
+
+    kw = dict(seq_len=16, batch_size=4, seed=0)
+    budget = build_loader(ds, TokensConfig(packing="budget"), **kw)
+    assert isinstance(budget, TokenBudgetLoader) and budget.max_tokens == 64
+    assert budget.tokens_per_epoch == sum(int(n) - 1 for n in budget.p_len)
+    best = build_loader(ds, TokensConfig(packing="best_fit", prefetch=0), **kw)
+    assert isinstance(best.packer, BestFitPacker)
+    assert isinstance(build_loader(ds, TokensConfig(), **kw).packer, ConcatPacker)
+    with pytest.raises(ConfigError, match="tokens.packing"):
+        TokensConfig(packing="zigzag")

@@ -16,13 +16,34 @@ from lmforge.train import checkpoint as ck
 from lmforge.train.trainer import train
 
 CHILD = textwrap.dedent('''
-    import json, sys
+    import json, os, sys
     from pathlib import Path
     sys.path.insert(0, sys.argv[3])
     from conftest import tiny_config
+    from lmforge.errors import LmforgeError
+    from lmforge.train.callbacks import Callback
     from lmforge.train.trainer import train
     from lmforge.train.distributed import destroy
-    summary = train(tiny_config(**json.loads(sys.argv[2])), Path(sys.argv[1]), resume="auto")
+
+    class Poison(Callback):  # NaN logits at optimiser step `step` on rank `rank` only
+        def __init__(self, step, rank):
+            self.step, self.rank, self.left = step, rank, 1
+        def pre_train(self, trainer):
+            def hook(module, inputs, out):
+                if trainer.rank == self.rank and trainer.state.step + 1 == self.step and self.left:
+                    self.left -= 1
+                    return out * float("nan")
+            trainer.raw_model.register_forward_hook(hook)
+
+    overrides = json.loads(sys.argv[2])
+    poison = overrides.pop("_poison", None)
+    extra = [Poison(**poison)] if poison else []
+    try:
+        train(tiny_config(**overrides), Path(sys.argv[1]), resume="auto", extra_callbacks=extra)
+    except LmforgeError as e:
+        print(f"rank {os.environ['RANK']}: LmforgeError: {e}", file=sys.stderr)
+        destroy()
+        sys.exit(3)
     destroy()
 ''')
 
@@ -69,6 +90,24 @@ def test_two_processes_match_one_process_with_the_same_global_batch(run_dir, tin
         assert (a - b).abs().max().item() < 1e-4, n
     state = ck.read_state(run_dir / "checkpoints" / "step-000004")
     assert state["world_size"] == 2 and len(state["rng"]) == 2
+
+
+@pytest.mark.parametrize("policy", ["skip", pytest.param("abort", marks=pytest.mark.slow),
+                                    pytest.param("rollback", marks=pytest.mark.slow)])
+def test_nan_on_one_rank_gets_the_same_decision_on_every_rank(run_dir, policy):
+    """Only rank 1's logits are NaN at step 3; the all-reduced loss makes both ranks act alike."""
+    proc = _torchrun(run_dir, dict(max_steps=4, batch_size=2, ckpt_every=2, eval_every=2, nan_policy=policy,
+                                   _poison={"step": 3, "rank": 1}))
+    actions = [e for e in read_metrics(run_dir / "metrics.jsonl", "anomaly") if "action" in e]
+    assert [(e["step"], e["action"]) for e in actions] == [(3, policy)]
+    if policy == "abort":
+        assert proc.returncode != 0
+        assert proc.stderr.count("LmforgeError: training aborted at step 3") == 2  # both ranks, no hang
+        return
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = ck.read_state(run_dir / "checkpoints" / "step-000004")
+    assert state["bad_steps"] == 1 and state["step"] == 4
+    assert state["loader"]["step"] == (5 if policy == "rollback" else 4)
 
 
 @pytest.mark.slow  # three torchrun launches

@@ -10,9 +10,9 @@ Definitions follow lm-evaluation-harness (`loglikelihood_rolling`):
 * figures are sums over the whole split: loss = sum(NLL) / tokens, perplexity = exp(loss),
   bits-per-byte = sum(NLL) / (UTF-8 bytes * ln 2), word perplexity = exp(sum(NLL) / words).
 
-For speed, short windows are packed into rows of `block_size` and evaluated with block-diagonal
-attention (`doc_ids`, positions restart per window), which gives the same logits as scoring each
-window alone. Per-document sums are kept, so any stratification adds up to the split total.
+For speed, short windows are packed into rows of `block_size` (first-fit decreasing) and evaluated
+with block-diagonal attention (`doc_ids`, positions restart per window), which gives the same
+logits as scoring each window alone. Per-document sums are kept, so any stratification adds up to the split total.
 """
 
 from __future__ import annotations
@@ -84,6 +84,37 @@ def _rows(windows: Iterable[tuple[int, np.ndarray, np.ndarray]], T: int) -> Iter
         yield row
 
 
+def _rows_ffd(windows: Iterable[tuple[int, np.ndarray, np.ndarray]], T: int,
+              buffer_rows: int = 64) -> Iterator[tuple[np.ndarray, ...]]:
+    """Like `_rows`, but windows are placed first-fit-decreasing within a buffer of about
+    `buffer_rows` rows: ~95% of each row holds tokens instead of ~80% in arrival order. Every window
+    is still scored alone (its own segment), so the results do not depend on the placement."""
+    def flush(buf: list[tuple[int, np.ndarray, np.ndarray]]) -> Iterator[tuple[np.ndarray, ...]]:
+        bins: list[list[tuple[int, np.ndarray, np.ndarray]]] = []
+        free: list[int] = []
+        for w in sorted(buf, key=lambda w: -len(w[1])):
+            for b, room in enumerate(free):
+                if len(w[1]) <= room:
+                    bins[b].append(w)
+                    free[b] -= len(w[1])
+                    break
+            else:
+                bins.append([w])
+                free.append(T - len(w[1]))
+        for b in bins:
+            yield from _rows(b, T)
+
+    buf, size = [], 0
+    for w in windows:
+        buf.append(w)
+        size += len(w[1])
+        if size >= buffer_rows * T:
+            yield from flush(buf)
+            buf, size = [], 0
+    if buf:
+        yield from flush(buf)
+
+
 @torch.inference_mode()
 def _score_batch(model, rows: list[tuple[np.ndarray, ...]], nll: np.ndarray, counts: np.ndarray,
                  device: torch.device) -> None:
@@ -129,7 +160,8 @@ def score_documents(model, docs: Iterable[np.ndarray | list[int]], num_docs: int
 
     try:
         batch: list[tuple[np.ndarray, ...]] = []
-        for row in _rows(windows(), T):
+        # with a batch budget, arrival order keeps "the leading documents that fit" exact
+        for row in (_rows(windows(), T) if budget is not None else _rows_ffd(windows(), T)):
             batch.append(row)
             if len(batch) == batch_size:
                 _score_batch(model, batch, nll, counts, device)

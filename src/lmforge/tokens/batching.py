@@ -106,6 +106,19 @@ class TokenBudgetLoader:
         return Batch(torch.from_numpy(inp), torch.from_numpy(tgt), None)
 
     @property
+    def tokens_per_epoch(self) -> int:
+        """Target tokens (all ranks, before the per-epoch remainder is dropped) in one epoch."""
+        return int((self.p_len - 1).sum())
+
+    @property
+    def batches_per_epoch(self) -> float:
+        """Steps in the current epoch (the count varies a little between epochs)."""
+        return float(len(self._epoch_batches(self.epoch_idx)))
+
+    def close(self) -> None:
+        """Nothing to stop (no prefetch thread); here for interface parity with TokenLoader."""
+
+    @property
     def epoch(self) -> float:
         n = len(self._epoch_batches(self.epoch_idx))
         return self.epoch_idx + (self.step_in_epoch / n if n else 0.0)

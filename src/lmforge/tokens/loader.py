@@ -35,9 +35,23 @@ _STATE_VERSION = 1
 
 def loader_options(tokens_cfg: Any) -> dict[str, Any]:
     """TokenLoader keyword arguments from the `tokens:` config section (a TokensConfig):
-    `TokenLoader(ds, seq_len=..., batch_size=..., seed=..., **loader_options(cfg.tokens))`."""
+    `TokenLoader(ds, seq_len=..., batch_size=..., seed=..., **loader_options(cfg.tokens))`.
+    (`tokens.mmap` goes to `open_split(..., mmap=cfg.tokens.mmap)`.)"""
     return {"packing": tokens_cfg.packing, "prefetch": tokens_cfg.prefetch,
             "read_retries": tokens_cfg.read_retries, "retry_backoff": tokens_cfg.retry_backoff}
+
+
+def build_loader(dataset: TokenDataset, tokens_cfg: Any, *, seq_len: int, batch_size: int, seed: int,
+                 rank: int = 0, world_size: int = 1, shuffle: bool = True, doc_masks: bool = True) -> Any:
+    """The training loader `tokens.packing` asks for: a TokenLoader (concat, best_fit) or, for
+    `budget`, a TokenBudgetLoader with the same token budget per batch (batch_size x seq_len)."""
+    if tokens_cfg.packing == "budget":
+        from lmforge.tokens.batching import TokenBudgetLoader
+
+        return TokenBudgetLoader(dataset, max_tokens=batch_size * seq_len, max_len=seq_len, seed=seed, rank=rank,
+                                 world_size=world_size, shuffle=shuffle)
+    return TokenLoader(dataset, seq_len=seq_len, batch_size=batch_size, seed=seed, rank=rank, world_size=world_size,
+                       shuffle=shuffle, doc_masks=doc_masks, **loader_options(tokens_cfg))
 
 
 class Batch(NamedTuple):

@@ -176,7 +176,8 @@ PACKERS = {"concat": ConcatPacker, "best_fit": BestFitPacker}
 
 def make_packer(name: str, dataset: TokenDataset, seq_len: int, *, pad_tail: bool = False):
     if name not in PACKERS:
-        raise ConfigError(f"config key 'tokens.packing': unknown packing {name!r} (use concat or best_fit)")
+        raise ConfigError(f"config key 'tokens.packing': {name!r} is not a packing of TokenLoader (use concat or "
+                          "best_fit; `budget` is TokenBudgetLoader, see lmforge.tokens.loader.build_loader)")
     return PACKERS[name](dataset, seq_len, pad_tail=pad_tail)
 
 

@@ -93,13 +93,40 @@ class TokenShardWriter:
             self._f = None
 
 
+class PreadTokens:
+    """A shard's tokens read with `os.pread` instead of a memory map. Slower per call, but an I/O
+    error (network file system, failing disk) surfaces as a retryable OSError, where a memory map
+    would kill the process with SIGBUS."""
+
+    def __init__(self, path: Path, dtype: np.dtype, n: int) -> None:
+        self.path, self.dtype, self.n = path, np.dtype(dtype), n
+        self._fd = os.open(path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, sl: slice) -> np.ndarray:
+        start, stop, _ = sl.indices(self.n)
+        want = max(stop - start, 0) * self.dtype.itemsize
+        buf = os.pread(self._fd, want, start * self.dtype.itemsize)
+        if len(buf) != want:
+            raise OSError(f"short read from {self.path}: {len(buf)} of {want} bytes")
+        return np.frombuffer(buf, dtype=self.dtype)
+
+    def __del__(self) -> None:
+        try:
+            os.close(self._fd)
+        except (OSError, AttributeError):
+            pass
+
+
 class TokenDataset:
     """The validated, memory-mapped shards of one split, seen as one token stream.
 
     `doc_starts[i]` is the global token offset of document i (`doc_starts[-1] == num_tokens`).
     """
 
-    def __init__(self, split: str, shards: list[tuple[str, np.ndarray, np.ndarray]], *, nbytes: int,
+    def __init__(self, split: str, shards: list[tuple[str, Any, np.ndarray]], *, nbytes: int,
                  fingerprint: str, vocab_size: int) -> None:
         self.split, self.bytes, self.fingerprint, self.vocab_size = split, nbytes, fingerprint, vocab_size
         self.shard_names = [name for name, _, _ in shards]
@@ -160,11 +187,12 @@ def _sha256(path: Path) -> str:
 
 
 def open_split(tokens_dir: str | Path, split: str, *, fingerprint: str | None = None,
-               verify_checksums: bool = False) -> TokenDataset:
+               verify_checksums: bool = False, mmap: bool = True) -> TokenDataset:
     """Validate and memory-map every shard of `split` ("train" or "val").
 
     `fingerprint`: the current tokenizer's; shards made by another tokenizer are refused.
     `verify_checksums`: also compare each file's sha256 with the manifest (reads everything once).
+    `mmap`: memory-map the .bin files (default); False reads them with pread (`PreadTokens`).
     """
     d = Path(tokens_dir)
     man = read_manifest(d)
@@ -190,7 +218,8 @@ def open_split(tokens_dir: str | Path, split: str, *, fingerprint: str | None = 
                 if _sha256(p) != rec[key]:
                     raise DataError(f"token shard {p}: sha256 differs from {MANIFEST} (corrupted); "
                                     f"delete {d} and rerun `lmforge tokenize`")
-        tokens = np.memmap(bin_path, dtype=h.dtype, mode="r", shape=(h.num_tokens,))
+        tokens = (np.memmap(bin_path, dtype=h.dtype, mode="r", shape=(h.num_tokens,)) if mmap
+                  else PreadTokens(bin_path, h.dtype, h.num_tokens))
         shards.append((rec["name"], tokens, np.asarray(offsets)))
     return TokenDataset(split, shards, nbytes=int(info.get("bytes", 0)), fingerprint=mfp,
                         vocab_size=int(man.get("vocab_size", 0)))

@@ -11,6 +11,7 @@ import hashlib
 import multiprocessing as mp
 import os
 import resource
+import sys
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -148,17 +149,11 @@ def _encoded(cfg: TokensConfig, tok: Tokenizer, data_dir: Path,
         yield ids0, sizes0, *res.result()
 
 
-def tokenize_corpus(cfg: TokensConfig, data_dir: Path, tokenizer_dir: Path, out_dir: Path, *,
-                    progress: bool = True) -> dict[str, Any]:
+def _encode_all(cfg: TokensConfig, tok: Tokenizer, data_dir: Path, splitter: _Splitter, progress: bool) -> int:
+    """Encode the corpus into the splitter's writers; returns the UTF-8 bytes read."""
     from tqdm import tqdm
 
-    tok = load_tokenizer(tokenizer_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    writers = {s: TokenShardWriter(out_dir, s, shard_tokens=cfg.shard_tokens, fingerprint=tok.fingerprint,
-                                   vocab_size=tok.vocab_size) for s in ("train", "val")}
-    splitter = _Splitter(cfg, writers)
-    t0, nbytes = time.perf_counter(), 0
-    pool = None
+    pool, nbytes = None, 0
     if cfg.workers > 1:  # spawn: safe with the tokenizers thread pool; one rayon thread per worker
         pool = ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                                    initargs=(str(tok.path),))
@@ -169,7 +164,7 @@ def tokenize_corpus(cfg: TokensConfig, data_dir: Path, tokenizer_dir: Path, out_
             nbytes += sum(sizes)
             bar.update(sum(sizes))
     except BaseException as e:
-        for w in writers.values():
+        for w in splitter.writers.values():
             w.abort()
         if isinstance(e, BrokenProcessPool):
             raise DataError(f"tokenize: an encoding worker process died ({e}); the machine may be out of memory, or "
@@ -180,6 +175,39 @@ def tokenize_corpus(cfg: TokensConfig, data_dir: Path, tokenizer_dir: Path, out_
         bar.close()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+    return nbytes
+
+
+def _manifest(cfg: TokensConfig, tok: Tokenizer, train: list, val: list, moved: bool, nbytes: int,
+              elapsed: float) -> dict[str, Any]:
+    overhead = 1 + int(cfg.add_bos)
+    # Linux, KiB. RUSAGE_CHILDREN = the largest finished child (the workers; a forked child starts
+    # at its parent's size before exec, so this is an upper bound)
+    rss = lambda who: round(resource.getrusage(who).ru_maxrss / 1024, 1)
+    manifest = {
+        "format": "lmforge-tokens", "version": 1, "tokenizer_fingerprint": tok.fingerprint,
+        "vocab_size": tok.vocab_size, "dtype": str(dtype_for_vocab(tok.vocab_size).name),
+        "eos_id": tok.eos_id, "bos_id": tok.bos_id, "pad_id": tok.pad_id, "add_bos": cfg.add_bos,
+        "val_fraction": cfg.val_fraction, "split_seed": cfg.split_seed, "val_doc_forced": moved,
+        "splits": {"train": split_summary(train, overhead), "val": split_summary(val, overhead)},
+        "stats": {"elapsed_s": round(elapsed, 3), "bytes": nbytes,
+                  "mb_per_s": round(nbytes / 1e6 / max(elapsed, 1e-9), 3), "workers": cfg.workers,
+                  "peak_rss_mb": rss(resource.RUSAGE_SELF), "peak_rss_workers_mb": rss(resource.RUSAGE_CHILDREN)},
+    }
+    # bytes of text per token, specials excluded: the tokenizer's compression on held-out text
+    manifest["val_bytes_per_token"] = manifest["splits"]["val"]["bytes_per_token"]
+    return manifest
+
+
+def tokenize_corpus(cfg: TokensConfig, data_dir: Path, tokenizer_dir: Path, out_dir: Path, *,
+                    progress: bool = True) -> dict[str, Any]:
+    tok = load_tokenizer(tokenizer_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    writers = {s: TokenShardWriter(out_dir, s, shard_tokens=cfg.shard_tokens, fingerprint=tok.fingerprint,
+                                   vocab_size=tok.vocab_size) for s in ("train", "val")}
+    splitter = _Splitter(cfg, writers)
+    t0 = time.perf_counter()
+    nbytes = _encode_all(cfg, tok, data_dir, splitter, progress)
     train, val = writers["train"].close(), writers["val"].close()
     total_docs = splitter.docs["train"] + splitter.docs["val"]
     if total_docs == 0:
@@ -192,18 +220,11 @@ def tokenize_corpus(cfg: TokensConfig, data_dir: Path, tokenizer_dir: Path, out_
         if not _remove_doc(out_dir, train[shard], doc_no, size, tok.fingerprint, tok.vocab_size):
             train.pop(shard)
         moved = True
-    elapsed = time.perf_counter() - t0
-    overhead = 1 + int(cfg.add_bos)
-    manifest = {
-        "format": "lmforge-tokens", "version": 1, "tokenizer_fingerprint": tok.fingerprint,
-        "vocab_size": tok.vocab_size, "dtype": str(dtype_for_vocab(tok.vocab_size).name),
-        "eos_id": tok.eos_id, "bos_id": tok.bos_id, "pad_id": tok.pad_id, "add_bos": cfg.add_bos,
-        "val_fraction": cfg.val_fraction, "split_seed": cfg.split_seed, "val_doc_forced": moved,
-        "splits": {"train": split_summary(train, overhead), "val": split_summary(val, overhead)},
-        "stats": {"elapsed_s": round(elapsed, 3), "bytes": nbytes,
-                  "mb_per_s": round(nbytes / 1e6 / max(elapsed, 1e-9), 3), "workers": cfg.workers,
-                  "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)},
-    }
-    manifest["val_bytes_per_token"] = manifest["splits"]["val"]["bytes_per_token"]
+    manifest = _manifest(cfg, tok, train, val, moved, nbytes, time.perf_counter() - t0)
     atomic_write_json(out_dir / MANIFEST, manifest)
+    if progress:
+        sp = manifest["splits"]
+        print(f"tokenize: train {sp['train']['docs']} docs / {sp['train']['tokens']} tokens, val {sp['val']['docs']} "
+              f"docs / {sp['val']['tokens']} tokens; val bytes per token {manifest['val_bytes_per_token']}; "
+              f"{manifest['stats']['mb_per_s']} MB/s", file=sys.stderr)
     return manifest

@@ -95,27 +95,31 @@ _LINES = re.compile(r"\n+")
 
 
 def top_ngram_char_fraction(words: list[str], n: int, total_chars: int) -> float:
-    """Characters covered by the most frequent n-gram (count × its length) / all characters;
-    0 when no n-gram occurs twice."""
+    """Characters covered by the most frequent n-gram (count × its length with spaces) / all characters.
+    As in datatrove and Dolma, a most frequent n-gram that occurs once still counts (the metric then
+    only bites on very short documents, which Gopher quality removes anyway)."""
     grams = Counter(zip(*(words[i:] for i in range(n))))
     if not grams:
         return 0.0
     gram, count = grams.most_common(1)[0]
-    return 0.0 if count < 2 else count * sum(map(len, gram)) / total_chars
+    return count * (sum(map(len, gram)) + n - 1) / total_chars
 
 
 def dup_ngram_char_fraction(words: list[str], n: int, total_chars: int) -> float:
-    """Characters of words inside any n-gram that occurs more than once (every occurrence, each word
-    counted once even where n-grams overlap) / all word characters — Gopher's definition."""
-    grams = list(zip(*(words[i:] for i in range(n))))
-    if not grams:
-        return 0.0
-    counts = Counter(grams)
-    covered = bytearray(len(words))
-    for i, g in enumerate(grams):
-        if counts[g] > 1:
-            covered[i:i + n] = b"\x01" * n
-    return sum(len(w) for w, c in zip(words, covered) if c) / total_chars
+    """Characters of n-grams that repeat an earlier n-gram / all characters. Scanning left to right, a
+    repeat is counted and skipped whole, so overlapping repeats are not counted twice (datatrove's
+    reading of Gopher's "taking care not to count characters in overlapping n-grams more than once")."""
+    seen: set[tuple[str, ...]] = set()
+    repeated, i = 0, 0
+    while i <= len(words) - n:
+        gram = tuple(words[i:i + n])
+        if gram in seen:
+            repeated += sum(map(len, gram))
+            i += n
+        else:
+            seen.add(gram)
+            i += 1
+    return repeated / total_chars
 
 
 class GopherRepetitionFilter(Filter):
@@ -143,11 +147,10 @@ class GopherRepetitionFilter(Filter):
         if dup_chars / n_chars > c.dup_line_char_frac:
             return False, "gopher_dup_line_char_frac"
         words = PLAIN_WORD_RE.findall(text.lower())
-        word_chars = sum(map(len, words)) or 1
         for n, limit in zip((2, 3, 4), c.top_ngram_char_frac):
-            if top_ngram_char_fraction(words, n, word_chars) > limit:
+            if top_ngram_char_fraction(words, n, n_chars) > limit:
                 return False, f"gopher_top_{n}_gram"
         for n, limit in zip(range(5, 11), c.dup_ngram_char_frac):
-            if dup_ngram_char_fraction(words, n, word_chars) > limit:
+            if dup_ngram_char_fraction(words, n, n_chars) > limit:
                 return False, f"gopher_dup_{n}_gram"
         return True

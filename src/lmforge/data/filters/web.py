@@ -22,12 +22,29 @@ CITATION_RE = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]", re.IGNORECASE)
 C4_END_PUNCT = (".", "?", "!", '"', "'")
 POLICY_SUBSTRINGS = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies",
                      "use cookies")
-# A sentence ends at terminal punctuation (optionally closed by quotes/brackets) before a space or the end.
-SENTENCE_END_RE = re.compile(r"[.!?…。！？]+['\"”’)\]]*(?=\s|$)")
+_CLOSERS = "'\"”’)]"
+_ABBREV_RE = re.compile(r"^(?:[A-Za-z]\.)+[A-Za-z]?\.?$|^[A-Z]\.$")  # e.g.  i.e.  U.S.  J.
+_ABBREVS = {"mr", "mrs", "ms", "dr", "st", "vs", "etc", "jr", "sr", "no", "inc", "ltd", "co", "prof", "fig", "vol",
+            "cf", "approx", "dept", "est", "jan", "feb", "mar", "apr", "aug", "sept", "oct", "nov", "dec"}
+_TERMINAL = (".", "!", "?", "…", "。", "！", "？", "؟")
 
 
 def count_sentences(line: str) -> int:
-    return max(1, len(SENTENCE_END_RE.findall(line))) if line.strip() else 0
+    """Sentences in a line, counted like spaCy's sentencizer (which datatrove's C4 filter uses): a
+    word ending in terminal punctuation ends a sentence unless it is an abbreviation ("e.g.", "Mr.",
+    "J."); the last sentence needs no punctuation."""
+    words = line.split()
+    n = 0
+    for i, w in enumerate(words):
+        core = w.rstrip(_CLOSERS)
+        if not core.endswith(_TERMINAL) or i == len(words) - 1:
+            continue
+        if core.endswith(".") and not core.endswith("..."):
+            stem = core.rstrip(".")
+            if _ABBREV_RE.match(core) or stem.lower() in _ABBREVS or not stem:
+                continue
+        n += 1
+    return n + 1 if words else 0
 
 
 class C4Filter(Filter):
@@ -39,17 +56,25 @@ class C4Filter(Filter):
         super().__init__()
         self.cfg = cfg or C4Config()
 
-    def _line_problem(self, line: str, words: list[str]) -> str | None:
-        c = self.cfg
+    def _line_problem(self, line: str) -> str | None:
+        """Why a line is dropped, or a `doc:` reason that drops the document — checked in the order of
+        TFDS `c4_utils.clean_page`, so lorem ipsum / `{` only count on lines that survive the line rules."""
+        c, words = self.cfg, line.split()
         if c.max_word_length and any(len(w) > c.max_word_length for w in words):
             return "long_word"
+        if c.remove_citations:
+            line = _SPACES.sub(" ", CITATION_RE.sub("", line)).strip()
         if c.terminal_punct and (not line.endswith(C4_END_PUNCT) or line.endswith("...")):
             return "no_terminal_punct"
         if len(words) < c.min_words_per_line:
             return "too_few_words"
         low = line.lower()
+        if c.lorem_ipsum and "lorem ipsum" in low:
+            return "doc:lorem_ipsum"
         if c.javascript and "javascript" in low:
             return "javascript"
+        if c.curly_bracket and "{" in line:
+            return "doc:curly_bracket"
         if c.policy and any(p in low for p in POLICY_SUBSTRINGS):
             return "policy"
         return None
@@ -61,14 +86,11 @@ class C4Filter(Filter):
             line = raw.strip()
             if not line:
                 continue
+            problem = self._line_problem(line)
+            if problem is not None and problem.startswith("doc:"):
+                return False, f"c4_{problem[4:]}"
             if c.remove_citations:
                 line = _SPACES.sub(" ", CITATION_RE.sub("", line)).strip()
-            low = line.lower()
-            if c.lorem_ipsum and "lorem ipsum" in low:
-                return False, "c4_lorem_ipsum"
-            if c.curly_bracket and "{" in line:
-                return False, "c4_curly_bracket"
-            problem = self._line_problem(line, line.split())
             if problem is not None:
                 if c.mode == "document":
                     return False, f"c4_{problem}"
