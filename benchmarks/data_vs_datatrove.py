@@ -117,7 +117,9 @@ def compare_minhash(texts: list[str]) -> None:
         with w:
             for d in docs:
                 w.write(DTDoc(text=d.text, id=d.id), rank=0)
-        cfg = MinhashConfig()
+        from datatrove.utils.hashing import HashConfig
+
+        cfg = MinhashConfig(hash_config=HashConfig(hash_fc="sha1"))  # its xxhash path fails with xxhash 3.x
         kw = {"logging_dir": None, "skip_completed": False}
         t0 = time.perf_counter()
         LocalPipelineExecutor([JsonlReader(str(tmp / "in")), MinhashDedupSignature(str(tmp / "sig"), config=cfg)],

@@ -51,7 +51,7 @@ def test_small_groups_fold_into_other(tokenizer):
     assert res["strata"]["length (tokens)"][0]["value"] == "all"
 
 
-def _write_run(tmp_path, tokenizer, monkeypatch):
+def _write_run(tmp_path, tokenizer, monkeypatch, reverse_split=False):
     """A run dir with real clean shards and config.yaml; checkpoint and token splits are stand-ins
     built from the same documents, the way the tokens stage builds them."""
     run = tmp_path / "run"
@@ -64,6 +64,8 @@ def _write_run(tmp_path, tokenizer, monkeypatch):
 
     assert [d.id for d in val] == [d.id for d in DOCS if split_hash(d.id, 3) < 0.6] and val
     enc = [tokenizer.encode(d.text) + [tokenizer.eos_id] for d in val]
+    if reverse_split:  # the split's documents in another order: strata must re-score, not reuse
+        enc = enc[::-1]
     train = [d for d in DOCS if d.id not in {v.id for v in val}] or DOCS
     splits = {"val": FakeSplit(enc, sum(len(d.text.encode()) for d in val)),
               "train": FakeSplit([tokenizer.encode(d.text) + [tokenizer.eos_id] for d in train], 1)}
@@ -81,6 +83,7 @@ def test_evaluate_run_strata_match_val_split(tmp_path, tokenizer, monkeypatch):
     run, val = _write_run(tmp_path, tokenizer, monkeypatch)
     report = perplexity.evaluate_run(run)
     assert report["strata_match_val_split"] is True
+    assert report["strata_scores"] == "reused from the split"
     assert sum(r["docs"] for r in report["strata"]["length (tokens)"]) == len(val)
     md = (run / "eval" / "report.md").read_text()
     assert "Validation documents by stratum" in md and "By length (tokens)" in md
@@ -90,3 +93,11 @@ def test_evaluate_run_strata_match_val_split(tmp_path, tokenizer, monkeypatch):
     rep = perplexity.evaluate_run(run, data=f)
     assert {r["value"] for r in rep["data"]["strata"]["lang"]} == {"en", "de", "fr", "(none)"}
     assert "by stratum" in (run / "eval" / "report.md").read_text()
+
+
+def test_strata_rescored_when_split_order_differs(tmp_path, tokenizer, monkeypatch):
+    run, val = _write_run(tmp_path, tokenizer, monkeypatch, reverse_split=True)
+    assert len(val) > 1
+    report = perplexity.evaluate_run(run)
+    assert report["strata_scores"] == "re-scored from the clean data"
+    assert report["strata_match_val_split"] is True  # same documents: the sums agree all the same

@@ -87,7 +87,8 @@ def test_index_size_disagrees_with_header(tokens):
 
 
 def test_other_tokenizer(tokens):
-    with pytest.raises(DataError, match=r"tokenizer abcdef0123456789.*current tokenizer is 1111111111111111"):
+    with pytest.raises(DataError, match=r"train-00000\.bin\) were made by tokenizer abcdef0123456789.*"
+                                        r"current tokenizer is 1111111111111111.*rerun `lmforge tokenize`"):
         open_split(tokens, "train", fingerprint="1111111111111111")
     # a shard copied in from another run: the manifest agrees, the shard header does not
     _patch_header(tokens / "train-00000.idx", fingerprint=b"9999999999999999")

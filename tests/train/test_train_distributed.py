@@ -30,7 +30,7 @@ CHILD = textwrap.dedent('''
             self.step, self.rank, self.left = step, rank, 1
         def pre_train(self, trainer):
             def hook(module, inputs, out):
-                if trainer.rank == self.rank and trainer.state.step + 1 == self.step and self.left:
+                if module.training and trainer.rank == self.rank and trainer.state.step + 1 == self.step and self.left:
                     self.left -= 1
                     return out * float("nan")
             trainer.raw_model.register_forward_hook(hook)

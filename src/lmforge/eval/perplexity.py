@@ -20,8 +20,8 @@ import numpy as np
 from lmforge.config import EvalConfig
 from lmforge.errors import ConfigError, LmforgeError
 from lmforge.eval.convergence import overfitting_verdict, run_history
-from lmforge.eval.scoring import evaluate_dataset
-from lmforge.eval.stratify import stratified_scores, val_documents
+from lmforge.eval.scoring import evaluate_dataset_docs
+from lmforge.eval.stratify import encode_like_tokens_stage, stratified_scores, val_documents
 
 CHUNK = 1 << 22  # tokens per read when counting
 
@@ -66,30 +66,38 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def run_config(run_dir: Path, info: Any = None):
-    """The run's resolved Config (config.yaml, else the checkpoint's copy), or None."""
+def run_config(run_dir: Path, info: Any = None, warnings: list[str] | None = None):
+    """The run's resolved Config (config.yaml, else the checkpoint's copy), or None. A config
+    written by another lmforge version that no longer validates is not fatal for evaluation: the
+    reason goes to `warnings` and defaults are used."""
     from lmforge.config import config_from_dict, load_config
 
+    sources = []
     path = run_dir / "config.yaml"
     if path.is_file():
-        return load_config(path)
+        sources.append((str(path), lambda: load_config(path)))
     if isinstance(info, dict) and isinstance(info.get("config"), dict):
+        sources.append(("the checkpoint's config", lambda: config_from_dict(info["config"])))
+    for name, load in sources:
         try:
-            return config_from_dict(info["config"])
-        except ConfigError:  # a checkpoint from an older lmforge: evaluate with defaults
-            return None
+            return load()
+        except ConfigError as e:
+            if warnings is not None:
+                warnings.append(f"{name} could not be used ({e}); eval defaults apply")
     return None
 
 
-def evaluate_model_on_run(model, tokenizer, run_dir: Path, cfg: EvalConfig) -> dict[str, Any]:
-    """Validation figures and the unigram baseline for an already loaded model."""
+def evaluate_model_on_run(model, tokenizer, run_dir: Path, cfg: EvalConfig) -> tuple[dict[str, Any], tuple]:
+    """Validation figures and the unigram baseline for an already loaded model; also returns
+    (val split, per-document scores) for the strata."""
     from lmforge.tokens.shards import open_split
 
     tokens_dir = run_dir / "tokens"
     if not tokens_dir.is_dir():
         raise LmforgeError(f"{tokens_dir} does not exist: run `lmforge tokenize` first, or pass --data FILE")
     val = open_split(tokens_dir, "val", fingerprint=tokenizer.fingerprint)
-    res = evaluate_dataset(model, val, tokenizer=tokenizer, batch_size=cfg.batch_size, max_batches=cfg.max_batches)
+    res, scores = evaluate_dataset_docs(model, val, tokenizer=tokenizer, batch_size=cfg.batch_size,
+                                        max_batches=cfg.max_batches)
     report: dict[str, Any] = {
         "val_loss": res["loss"], "val_ppl": res["perplexity"], "val_bpb": res.get("bpb"),
         "val_word_ppl": res.get("word_perplexity"), "val_tokens": res["tokens"], "val_bytes": res.get("bytes"),
@@ -101,7 +109,7 @@ def evaluate_model_on_run(model, tokenizer, run_dir: Path, cfg: EvalConfig) -> d
                            res.get("bytes"))
     report["unigram"] = uni
     report["loss_below_unigram"] = uni["loss"] - res["loss"]
-    return report
+    return report, (val, scores)
 
 
 def read_documents(path: Path, text_field: str = "text", txt_mode: str = "paragraphs") -> tuple[list[Any], int]:
@@ -133,7 +141,8 @@ def evaluate_file(model, tokenizer, path: Path, cfg: EvalConfig, *, add_bos: boo
     return {"path": str(path), "rejected_records": rejected, **res["overall"], "strata": res["strata"]}
 
 
-def _val_strata(model, tokenizer, run_dir: Path, run_cfg, cfg: EvalConfig, report: dict[str, Any]) -> None:
+def _val_strata(model, tokenizer, run_dir: Path, run_cfg, cfg: EvalConfig, report: dict[str, Any],
+                split_scores: tuple) -> None:
     """Strata of the validation documents, re-read from the clean data (skipped without it)."""
     from lmforge.data.document import clean_shards
 
@@ -145,9 +154,17 @@ def _val_strata(model, tokenizer, run_dir: Path, run_cfg, cfg: EvalConfig, repor
     docs = val_documents(data_dir, val_fraction=t.val_fraction, split_seed=t.split_seed)
     if report.get("val_docs") is not None:
         docs = docs[:report["val_docs"]]  # the documents the split figures cover (eval.max_batches)
+    encoded = encode_like_tokens_stage(tokenizer, docs, t.add_bos)
+    val, scores = split_scores
+    # The split's per-document scores are reused when the clean documents are, token for token,
+    # the split's documents in the same order (the usual case); otherwise they are scored again.
+    same = len(encoded) == report.get("val_docs") and all(
+        np.array_equal(np.asarray(e), val.doc(i)) for i, e in enumerate(encoded))
     res = stratified_scores(model, tokenizer, docs, fields=cfg.stratify_by, edges=cfg.length_buckets,
-                            add_bos=t.add_bos, batch_size=cfg.batch_size, max_groups=cfg.max_strata)
+                            add_bos=t.add_bos, batch_size=cfg.batch_size, max_groups=cfg.max_strata,
+                            encoded=encoded, scores=scores if same else None)
     report["strata"] = res["strata"]
+    report["strata_scores"] = "reused from the split" if same else "re-scored from the clean data"
     total = res["overall"]
     # Same documents, same encoding: the strata add up to the split figures (a cross-check).
     report["strata_match_val_split"] = bool(total["tokens"] == report.get("val_tokens") and math.isclose(
@@ -208,17 +225,21 @@ def evaluate_run(run_dir: Path, *, checkpoint: str = "best", cfg: EvalConfig | N
     if not run_dir.is_dir():
         raise LmforgeError(f"run directory {run_dir} does not exist")
     model, tokenizer, info = load_for_inference(run_dir, checkpoint, device or _default_device())
-    run_cfg = run_config(run_dir, info)
+    warnings: list[str] = []
+    run_cfg = run_config(run_dir, info, warnings)
     cfg = cfg or (run_cfg.eval if run_cfg is not None else EvalConfig())
     if tokenizer is None:
         raise LmforgeError(f"{run_dir}/tokenizer is missing: cannot evaluate without the run's tokenizer")
     report: dict[str, Any] = {"run_dir": str(run_dir), "checkpoint": _info_summary(checkpoint, info),
                               "model": {"params": model.num_params(), "block_size": model.cfg.block_size,
                                         "vocab_size": model.cfg.vocab_size}}
+    if warnings:
+        report["warnings"] = warnings
     if data is None or (run_dir / "tokens").is_dir():
-        report.update(evaluate_model_on_run(model, tokenizer, run_dir, cfg))
+        figures, split_scores = evaluate_model_on_run(model, tokenizer, run_dir, cfg)
+        report.update(figures)
         if cfg.stratify:
-            _val_strata(model, tokenizer, run_dir, run_cfg, cfg, report)
+            _val_strata(model, tokenizer, run_dir, run_cfg, cfg, report, split_scores)
     if data is not None:
         add_bos = bool(run_cfg is not None and run_cfg.tokens.add_bos)
         report["data"] = evaluate_file(model, tokenizer, Path(data), cfg, add_bos=add_bos, txt_mode=txt_mode)

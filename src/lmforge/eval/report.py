@@ -91,6 +91,10 @@ def render_markdown(r: dict[str, Any]) -> str:
     if model:
         sub += f" · {model.get('params', 0):,} parameters · context {model.get('block_size')}"
     lines = [head, "", sub, ""]
+    for w in r.get("warnings", []):
+        lines += [f"> Warning: {w}", ""]
+    if r.get("strata_note"):
+        lines += [f"> Note: {r['strata_note']}", ""]
     if "val_loss" in r:
         lines += _validation(r)
     if "data" in r:

@@ -200,6 +200,13 @@ def evaluate_dataset(model, dataset, *, tokenizer=None, batch_size: int = 16, ma
 
     Bytes: the split's UTF-8 byte count when the whole split is scored; with `max_batches` the
     scored documents are decoded with `tokenizer` to count their bytes (no bpb without one)."""
+    return evaluate_dataset_docs(model, dataset, tokenizer=tokenizer, batch_size=batch_size,
+                                 max_batches=max_batches)[0]
+
+
+def evaluate_dataset_docs(model, dataset, *, tokenizer=None, batch_size: int = 16,
+                          max_batches: int = 0) -> tuple[dict, DocScores]:
+    """`evaluate_dataset` plus the per-document sums (for strata without a second pass)."""
     eos = getattr(tokenizer, "eos_id", None) if tokenizer is not None else None
     bos = getattr(tokenizer, "bos_id", None) if tokenizer is not None else None
     scores, n = score_documents(model, (dataset.doc(i) for i in range(dataset.num_docs)), dataset.num_docs,
@@ -214,7 +221,7 @@ def evaluate_dataset(model, dataset, *, tokenizer=None, batch_size: int = 16, ma
     out = summarize(scores.total_nll, scores.total_tokens, nbytes, words)
     out["docs"] = n
     out["docs_total"] = dataset.num_docs
-    return out
+    return out, scores
 
 
 def evaluate_texts(model, tokenizer, texts: list[str], *, batch_size: int = 16,

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from lmforge.eval.scoring import count_words, score_documents, summarize
+from lmforge.eval.scoring import DocScores, count_words, score_documents, summarize
 
 OTHER = "(other)"
 MISSING = "(none)"
@@ -62,14 +62,24 @@ def _group_rows(keys: list[str], nll: np.ndarray, toks: np.ndarray, nbytes: np.n
     return rows
 
 
+def encode_like_tokens_stage(tokenizer, docs: list, add_bos: bool = False) -> list[list[int]]:
+    """Token ids per document as the tokens stage writes them: <bos>? + text + <eos>."""
+    head = [tokenizer.bos_id] if add_bos else []
+    return [head + list(ids) + [tokenizer.eos_id] for ids in tokenizer.encode_batch([d.text for d in docs])]
+
+
 def stratified_scores(model, tokenizer, docs: list, *, fields: list[str], edges: list[int], add_bos: bool = False,
-                      batch_size: int = 16, max_groups: int = 20) -> dict[str, Any]:
+                      batch_size: int = 16, max_groups: int = 20, encoded: list[list[int]] | None = None,
+                      scores: DocScores | None = None) -> dict[str, Any]:
     """Score `docs` (objects with `.text` and `.meta`) one by one; returns the overall figures and
     `strata`: {field: [row per value]} plus `length (tokens)`, each row with docs, tokens, loss,
-    perplexity, bpb and word perplexity."""
+    perplexity, bpb and word perplexity. `encoded`/`scores`: reuse an earlier pass over the same
+    documents instead of scoring them again."""
     eos, bos = tokenizer.eos_id, tokenizer.bos_id
-    encoded = [([bos] if add_bos else []) + list(tokenizer.encode(d.text)) + [eos] for d in docs]
-    scores, _ = score_documents(model, encoded, len(encoded), prefix_id=eos, bos_id=bos, batch_size=batch_size)
+    if encoded is None:
+        encoded = encode_like_tokens_stage(tokenizer, docs, add_bos)
+    if scores is None:
+        scores, _ = score_documents(model, encoded, len(encoded), prefix_id=eos, bos_id=bos, batch_size=batch_size)
     nbytes = np.array([len(d.text.encode("utf-8")) for d in docs], np.int64)
     words = np.array([count_words(d.text) for d in docs], np.int64)
     overall = summarize(scores.total_nll, scores.total_tokens, int(nbytes.sum()), int(words.sum()))

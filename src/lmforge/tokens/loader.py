@@ -13,6 +13,11 @@ dropping or repeating the remainder), and every rank gets the same number of equ
 
 Evaluation: `TokenLoader(..., shuffle=False, infinite=False)` (or `TokenLoader.for_eval`) makes
 one ordered pass that also covers the tail (padded, targets -100); iterating it again restarts it.
+
+`packing="best_fit"` keeps documents shorter than seq_len whole (padding masked out of the loss);
+`prefetch=N` builds the next N batches in a background thread (pinned when CUDA is present), and
+`wait_time` is the time `next()` waited. `build_loader(ds, cfg.tokens, ...)` picks the loader
+(including `TokenBudgetLoader` for `tokens.packing: budget`) from the config.
 """
 
 from __future__ import annotations

@@ -120,11 +120,12 @@ class BestFitPacker:
         C = seq_len + 1
         doc, p_start, p_len, n_pieces = split_pieces(dataset, C)
         order = np.lexsort((np.arange(len(p_len)), -p_len))  # longest first, ties in corpus order
-        bins: list[list[int]] = []
+        n_full = int(np.sum(p_len == C))  # full pieces come first and fill a window each
+        bins: list[list[int]] = [[p] for p in order[:n_full].tolist()]
         fit = _MinFit(C)
-        for p in order.tolist():
+        for p in order[n_full:].tolist():
             L = int(p_len[p])
-            got = fit.pop_fit(L) if L < C else None
+            got = fit.pop_fit(L)
             if got is None:
                 bins.append([p])
                 free, b = C - L, len(bins) - 1

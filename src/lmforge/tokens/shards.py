@@ -201,8 +201,9 @@ def open_split(tokens_dir: str | Path, split: str, *, fingerprint: str | None = 
     info = man["splits"][split]
     mfp = man.get("tokenizer_fingerprint")
     if fingerprint is not None and mfp != fingerprint:
-        raise DataError(f"{d}: the tokens were made by tokenizer {mfp}, but the current tokenizer is {fingerprint}; "
-                        f"delete {d} and rerun `lmforge tokenize` (or `lmforge run`)")
+        names = ", ".join(f"{r['name']}.bin" for r in info["shards"][:3]) + (", ..." if len(info["shards"]) > 3 else "")
+        raise DataError(f"token shards in {d} ({names}) were made by tokenizer {mfp}, but the current tokenizer is "
+                        f"{fingerprint}; delete {d} and rerun `lmforge tokenize` (or `lmforge run`)")
     if not info["shards"]:
         raise DataError(f"split {split!r} in {d} is empty (0 documents); add documents to the corpus"
                         + (" or raise tokens.val_fraction" if split == "val" else ""))
