@@ -14,6 +14,8 @@ benchmarks/data_langid.py). Everything runs in this one process, one core.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import logging
 import tempfile
 import time
@@ -94,8 +96,13 @@ def compare_filter(name: str, ours, theirs, texts: list[str], repeat: int) -> li
 
 def compare_minhash(texts: list[str]) -> None:
     from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
-                                                  MinhashDedupFilter, MinhashDedupSignature)
+    from datatrove.pipeline.dedup.minhash import (
+        MinhashConfig,
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers import JsonlWriter
 
@@ -121,6 +128,9 @@ def compare_minhash(texts: list[str]) -> None:
 
         cfg = MinhashConfig(hash_config=HashConfig(hash_fc="sha1"))  # its xxhash path fails with xxhash 3.x
         kw = {"logging_dir": None, "skip_completed": False}
+        quiet = contextlib.ExitStack()  # datatrove prints a stats table per stage and task
+        quiet.enter_context(contextlib.redirect_stdout(io.StringIO()))
+        quiet.enter_context(contextlib.redirect_stderr(io.StringIO()))
         t0 = time.perf_counter()
         LocalPipelineExecutor([JsonlReader(str(tmp / "in")), MinhashDedupSignature(str(tmp / "sig"), config=cfg)],
                               tasks=1, **kw).run()
@@ -132,11 +142,16 @@ def compare_minhash(texts: list[str]) -> None:
                                MinhashDedupFilter(str(tmp / "ids"), exclusion_writer=JsonlWriter(str(tmp / "rm"))),
                                JsonlWriter(str(tmp / "out"))], tasks=1, **kw).run()
         dt_rate = len(docs) / (time.perf_counter() - t0)
+        quiet.close()
         dt_removed = {d.id for d in JsonlReader(str(tmp / "rm")).run()}
     agree = sum((d.id in ours_removed) == (d.id in dt_removed) for d in docs)
     print(f"{'minhash dedup (14x8, 5-gram)':28s} {ours_rate:9.1f} {dt_rate:10.1f} {ours_rate / dt_rate:6.2f}x "
           f"{agree / len(docs):8.1%}   removed {len(ours_removed)} vs {len(dt_removed)} "
           f"(planted {len(texts[::4])})")
+    only_ours = sorted(ours_removed - dt_removed)
+    only_dt = sorted(dt_removed - ours_removed)
+    print(f"    removed only by lmforge: {len(only_ours)} {only_ours[:4]}; only by datatrove: {len(only_dt)} "
+          f"{only_dt[:4]} (datatrove shingles normalised text: digits -> 0, punctuation and accents removed)")
 
 
 def main() -> None:
@@ -148,8 +163,9 @@ def main() -> None:
     from loguru import logger
 
     logger.remove()  # datatrove's progress logging
-    from datatrove.pipeline.filters import (C4QualityFilter, FineWebQualityFilter, GopherQualityFilter as DTGQ,
-                                            GopherRepetitionFilter as DTGR)
+    from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter
+    from datatrove.pipeline.filters import GopherQualityFilter as DTGQ
+    from datatrove.pipeline.filters import GopherRepetitionFilter as DTGR
 
     shared = Path(args.shared)
     pages = web_pages(shared)

@@ -114,19 +114,19 @@ def main() -> None:
     print(f"small preset, micro-batch {args.batch} x {args.seq}, vocab {args.vocab}, "
           f"{torch.get_num_threads()} threads, compile={args.compile}, torch {torch.__version__}")
     rows = []
+    print(f"{'run':<16} {'tokens/s':>10} {'model GFLOP/s':>14} {'matmul GFLOP/s':>15} {'MFU':>7}", flush=True)
     for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         peak = matmul_rate(dtype)
         tps, fpt = lmforge_tps(args, precision)
-        rows.append((f"lmforge {precision}", tps, fpt * tps / 1e9, peak / 1e9, fpt * tps / peak))
-    print(f"{'run':<16} {'tokens/s':>10} {'model GFLOP/s':>14} {'matmul GFLOP/s':>15} {'MFU':>7}")
-    for name, tps, gf, pk, mfu in rows:
-        print(f"{name:<16} {tps:>10,.0f} {gf:>14.1f} {pk:>15.1f} {mfu:>6.1%}")
+        rows.append((tps, fpt * tps / peak))
+        print(f"{'lmforge ' + precision:<16} {tps:>10,.0f} {fpt * tps / 1e9:>14.1f} {peak / 1e9:>15.1f} "
+              f"{fpt * tps / peak:>6.1%}", flush=True)
     if not args.no_hf:
         hf = hf_tps(args)
         if hf is None:
             print("transformers not installed: no LlamaForCausalLM baseline")
         else:
-            print(f"{'HF Llama fp32':<16} {hf:>10,.0f}   lmforge fp32 / HF = {rows[0][1] / hf:.2f}x")
+            print(f"{'HF Llama fp32':<16} {hf:>10,.0f}   lmforge fp32 / HF = {rows[0][0] / hf:.2f}x")
 
 
 if __name__ == "__main__":

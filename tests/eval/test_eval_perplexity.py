@@ -38,7 +38,9 @@ def _naive(model, doc: list[int], prefix: int) -> float:
 
 def test_packed_scores_equal_naive(tokenizer):
     model = tiny_model(tokenizer.vocab_size, block_size=16)
-    docs = _encode(tokenizer, DOCS)
+    words = TEXT.split()
+    shorts = [" ".join(words[i:i + 1 + i % 5]) for i in range(0, 60, 5)]  # many short documents to pack
+    docs = _encode(tokenizer, DOCS + shorts)
     assert max(map(len, docs)) > 16  # one document spans several windows
     scores, n = score_documents(model, docs, len(docs), prefix_id=tokenizer.eos_id, batch_size=3)
     assert n == len(docs)
@@ -145,3 +147,12 @@ def test_evaluate_run_with_data_file(fake_run):
 
     with pytest.raises(LmforgeError, match="nope.txt"):
         perplexity.evaluate_run(run_dir, data=run_dir / "nope.txt")
+
+
+def test_unreadable_run_config_is_a_warning_not_a_failure(fake_run):
+    run_dir, _, _ = fake_run
+    (run_dir / "config.yaml").write_text("tokens: {no_such_key: 1}\n")
+    report = perplexity.evaluate_run(run_dir, cfg=EvalConfig(report_samples=0))
+    assert math.isfinite(report["val_loss"]) and "no_such_key" in report["warnings"][0]
+    assert "strata skipped" in report["strata_note"]
+    assert "Warning" in (run_dir / "eval" / "report.md").read_text()

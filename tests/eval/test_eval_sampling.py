@@ -107,3 +107,12 @@ def test_matches_transformers_processors():
     assert torch.equal(ours.isinf(), theirs.isinf())
     assert torch.allclose(ours[~ours.isinf()], theirs[~theirs.isinf()], atol=1e-6)
     assert math.isclose(ours.softmax(-1).sum().item(), 3.0, rel_tol=1e-6)
+
+
+def test_repetition_penalty_in_greedy_generation_hand_computed():
+    # logits 2.0, 1.9, 1.8, 1.7, 1.6; prompt [0]; penalty 2 halves every seen (positive) logit,
+    # so greedy walks down the list: 1, 2, 3, 4, then 0 (1.0) beats the halved others (<= 0.95).
+    model = ScriptedModel(5, logits=torch.tensor([2.0, 1.9, 1.8, 1.7, 1.6]))
+    out = generate_tokens(model, [[0]], max_new_tokens=6, temperature=0.0, repetition_penalty=2.0)
+    assert out == [[1, 2, 3, 4, 0, 0]]
+    assert generate_tokens(model, [[0]], max_new_tokens=3, temperature=0.0) == [[0, 0, 0]]

@@ -142,6 +142,13 @@ def test_stop_request_saves_and_resumes(run_dir, tiny_cfg):
     assert ck.find_resume(run_dir / "checkpoints", "auto").name == "step-000002"
 
 
+def test_fresh_start_over_old_checkpoints_is_refused(run_dir, tiny_cfg):
+    train(tiny_cfg(max_steps=1), run_dir)
+    with pytest.raises(LmforgeError, match="already holds checkpoints.*--resume auto"):
+        train(tiny_cfg(max_steps=2), run_dir)
+    assert train(tiny_cfg(max_steps=2), run_dir, resume="auto")["step"] == 2
+
+
 def test_lock_blocks_a_second_run(run_dir, tiny_cfg):
     with RunLock(run_dir):
         with pytest.raises(LmforgeError, match="in use by another training process"):

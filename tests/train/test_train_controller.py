@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 from lmforge.monitor.metrics import read_metrics
 from lmforge.train import checkpoint as ck
 from lmforge.train.build import planned_steps
@@ -19,6 +21,7 @@ def test_planned_steps_takes_the_tightest_budget(tiny_cfg):
 def test_token_and_epoch_budgets_stop_the_run(run_dir, tiny_cfg):
     s = train(tiny_cfg(max_steps=0, max_tokens=300, ckpt_every=0, eval_every=0), run_dir)
     assert s["stopped_by"] == "max_tokens" and s["step"] == 3 and s["tokens_seen"] == 384
+    shutil.rmtree(run_dir / "checkpoints")
     s = train(tiny_cfg(max_steps=0, max_epochs=0.004, ckpt_every=0, eval_every=0), run_dir)
     assert s["stopped_by"] == "max_epochs" and s["epoch"] >= 0.004
     assert s["epoch"] - 0.004 < 4 * 32 / 50_000  # stopped at the first step past the budget
@@ -48,3 +51,16 @@ def test_samples_are_logged(run_dir, tiny_cfg):
     samples = list(read_metrics(run_dir / "metrics.jsonl", "sample"))
     assert [e["prompt"] for e in samples] == ["ROMEO:", "The "]
     assert all(isinstance(e["text"], str) and e["step"] == 2 for e in samples)
+
+
+def test_a_time_budget_shortens_the_schedule_horizon(tiny_cfg):
+    import pytest
+
+    from lmforge.train.trainer import Trainer, TrainState
+
+    t = Trainer.__new__(Trainer)  # only the schedule's inputs are needed
+    t.cfg = tiny_cfg(max_steps=1000, max_time=100, warmup_steps=0, schedule="linear", lr=1.0, min_lr=0.0)
+    t.state, t.total_steps, t.clock = TrainState(step=50), 1000, 50.0
+    assert t.lr() == pytest.approx(0.5)  # 50 steps in half the time: ~100 steps in all
+    t.clock = 4.0  # the clock would allow 1250 steps: the step budget decides
+    assert t.lr() == pytest.approx(1 - 50 / 1000)

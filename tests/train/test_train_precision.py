@@ -62,10 +62,10 @@ def test_scaler_state_is_checkpointed(run_dir, tiny_cfg):
     finally:
         trainer.writer.close()
         lock.release()
-    trainer2, lock2, _ = build_trainer(cfg, run_dir)
+    trainer2, lock2, _ = build_trainer(cfg, run_dir, resume="auto")  # restores without a scaler ...
     try:
         trainer2.settings.scaler = torch.amp.GradScaler("cpu")
-        trainer2.restore(path)
+        trainer2.restore(path)  # ... and again with one
         assert trainer2.settings.scaler.state_dict() == saved and saved["scale"] == 2.0**10
         assert trainer2.state.step == 1
     finally:

@@ -129,7 +129,7 @@ def reference(_template_run, tmp_path_factory) -> tuple[dict, dict]:
 
 
 @pytest.mark.parametrize("mode,at,resumed_from", [("kill", 3, 2), ("before_manifest", 4, 2),
-                                                  ("before_rename", 4, 2)])
+                                                  pytest.param("before_rename", 4, 2, marks=pytest.mark.slow)])
 def test_kill9_then_resume_is_exact(run_dir, tiny_cfg, reference, mode, at, resumed_from):
     proc = _child(run_dir, mode, at, OVR)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]

@@ -23,6 +23,7 @@ from lmforge.data.document import Document
 from lmforge.data.filters.base import Filter
 
 _MERSENNE = np.uint64((1 << 61) - 1)
+_MULT = np.random.default_rng(12345).integers(1, 1 << 63, size=64, dtype=np.uint64) | np.uint64(1)
 _WORD = re.compile(r"\w+")
 
 
@@ -35,14 +36,14 @@ class ExactDedup(Filter):
 
     def __init__(self) -> None:
         super().__init__()
-        self.seen: dict[str, str] = {}
+        self.seen: dict[bytes, str] = {}  # 16-byte digest -> kept id
 
     @staticmethod
     def signature(doc: Document) -> None:
         doc.meta["_sig_exact"] = text_hash(doc.text)
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
-        h = doc.meta.pop("_sig_exact", None) or text_hash(doc.text)
+        h = bytes.fromhex(doc.meta.pop("_sig_exact", None) or text_hash(doc.text))
         first = self.seen.get(h)
         if first is None:
             self.seen[h] = doc.id
@@ -64,13 +65,21 @@ class MinHasher:
         self.b = rng.integers(0, 1 << 61, size=(k, 1), dtype=np.uint64)
 
     def shingles(self, text: str) -> np.ndarray:
+        """Distinct 64-bit hashes of the word n-grams. Each distinct word is hashed once (blake2b); an
+        n-gram's hash is Σ word_hash[i] · M[i] mod 2^64 with fixed odd multipliers, vectorised."""
         words = _WORD.findall(text.lower())
         if not words:
             return np.zeros(0, dtype=np.uint64)
         n = min(self.n, len(words))  # a text shorter than one shingle is one shingle
-        grams = {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
-        blob = b"".join(hashlib.blake2b(g.encode(), digest_size=8).digest() for g in sorted(grams))
-        return np.frombuffer(blob, dtype="<u8").astype(np.uint64)
+        vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}
+        blob = b"".join(hashlib.blake2b(w.encode(), digest_size=8).digest() for w in vocab)
+        word_hash = np.frombuffer(blob, dtype="<u8").astype(np.uint64)
+        ids = word_hash[np.fromiter((vocab[w] for w in words), dtype=np.int64, count=len(words))]
+        k = len(words) - n + 1
+        h = np.zeros(k, dtype=np.uint64)
+        for j in range(n):
+            h += ids[j:j + k] * _MULT[j]  # wraps mod 2^64
+        return np.unique(h)
 
     def signature(self, text: str) -> np.ndarray:
         x = self.shingles(text)

@@ -29,6 +29,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from lmforge.config import DataConfig, fingerprint
 from lmforge.data.document import Document, ShardWriter, read_shard
 from lmforge.data.readers import expand_inputs
@@ -47,7 +49,7 @@ def _task_fingerprint(cfg: DataConfig, sources: list[str], rank: int, world_size
     return fingerprint(cfg, sources, rank, world_size)
 
 
-def run_data_task(cfg: DataConfig, out_dir: str | Path, rank: int, world_size: int) -> bool:
+def run_data_task(cfg: DataConfig, out_dir: str | Path, rank: int, world_size: int, *, progress: bool = False) -> bool:
     """Phase 1 for `rank` of `world_size`. Returns False when the rank was already complete."""
     from lmforge.data.pipeline import RankTask
 
@@ -62,7 +64,9 @@ def run_data_task(cfg: DataConfig, out_dir: str | Path, rank: int, world_size: i
         shutil.rmtree(d)  # a crashed attempt: start the rank again
     with ShardWriter(d, "docs", _BIG_SHARD) as docs, ShardWriter(d, "rejected", cfg.shard_docs) as rejected:
         task = RankTask(cfg, sources, rank, world_size, rejected.write)
-        for doc in task.documents():
+        bar = tqdm(task.documents(), unit="doc", desc=f"data rank {rank}", position=rank, disable=not progress,
+                   file=sys.stderr, mininterval=1.0, leave=False)
+        for doc in bar:
             docs.write(doc)
     atomic_write_json(d / "state.json", task.state())
     write_marker(d, fp, rank=rank, world_size=world_size)
@@ -108,7 +112,7 @@ def run_local(cfg: DataConfig, out_dir: Path, sources: list[str], *, progress: b
     world = cfg.workers
     ctx = multiprocessing.get_context("spawn")  # no inherited locks/threads; same behaviour on every OS
     with ProcessPoolExecutor(max_workers=world, mp_context=ctx) as pool:
-        futures = [pool.submit(run_data_task, cfg, str(out_dir), r, world) for r in range(world)]
+        futures = [pool.submit(run_data_task, cfg, str(out_dir), r, world, progress=progress) for r in range(world)]
         for r, fut in enumerate(futures):
             ran = fut.result()  # re-raises a worker's DataError here
             if progress:

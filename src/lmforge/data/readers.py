@@ -310,9 +310,7 @@ def read_source(source: str, opts: ReadOptions, skipped: dict[str, int] | None =
                 yield d
     except FileNotFoundError as e:
         raise DataError(f"{source}: disappeared while reading ({e.strerror})") from e
-    except (EOFError, OSError, zstandard.ZstdError, ValueError) as e:
-        if isinstance(e, DataError):
-            raise
+    except (EOFError, OSError, zstandard.ZstdError, ValueError, _ArchiveLoadFailed) as e:
         detail = f"unreadable after {n} record(s): {type(e).__name__}: {e}"
         d = Document(f"{source}:corrupt", "", {"source": source, "line": n + 1})
         yield src.error(d, "corrupt_input", detail)
@@ -323,7 +321,10 @@ def read_source(source: str, opts: ReadOptions, skipped: dict[str, int] | None =
 
 
 def _read_parquet(src: _Source) -> Iterator[Document]:
-    import pyarrow.parquet as pq
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        raise DataError(f"{src.path}: reading .parquet needs pyarrow (pip install pyarrow)") from e
 
     opts = src.opts
     pf = pq.ParquetFile(src.path)
@@ -360,6 +361,13 @@ def _json_safe(v: Any) -> Any:
     if isinstance(v, dict):
         return {str(k): _json_safe(x) for k, x in v.items()}
     return str(v)
+
+
+try:
+    from warcio.exceptions import ArchiveLoadFailed as _ArchiveLoadFailed
+except ImportError:  # pragma: no cover - warcio missing: WARC files fail at read time instead
+    class _ArchiveLoadFailed(Exception):
+        pass
 
 
 _READERS = {"text": _read_text, "unknown": _read_text, "jsonl": _read_jsonl, "html": read_html, "warc": read_warc}

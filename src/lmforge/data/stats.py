@@ -109,6 +109,7 @@ def merge_states(states: list[dict[str, Any]]) -> tuple[list[StepStats], dict[st
 def build_report(cfg: DataConfig, states: list[dict[str, Any]], merge_steps: list[Step], rec: LengthRecorder,
                  seconds: float, shards: list[str], rejected_shards: list[str]) -> dict[str, Any]:
     steps, extra = merge_states(states)
+    rec.before = extra["lengths_before"]  # for the histogram
     steps += [s.stats for s in merge_steps]
     total = StepStats("all")
     for s in steps:
@@ -165,12 +166,14 @@ def plot_lengths(out_dir: Path, report: dict[str, Any], rec: LengthRecorder, seq
     fig = Figure(figsize=(11, 4))
     ax1, ax2 = fig.subplots(1, 2)
     chars = np.asarray(rec.chars, dtype=np.float64)
-    hi = max(10.0, float(chars.max()))
-    bins = np.logspace(0, np.log10(hi) + 0.05, 50)
+    before = np.asarray(getattr(rec, "before", []) or chars, dtype=np.float64)
+    lo, hi = max(1.0, float(before.min())), max(10.0, float(before.max()))
+    bins = np.logspace(np.log10(lo), np.log10(hi) + 0.05, 50)
+    ax1.hist(np.maximum(before, 1), bins=bins, color="0.6", histtype="step", lw=1.5, label="before filters")
     ax1.hist(np.maximum(chars, 1), bins=bins, color="tab:blue", alpha=0.8, label="kept")
     ax1.set(xscale="log", xlabel="characters per document", ylabel="documents", title="Document length")
     ax1.legend()
-    tok_bins = np.logspace(0, np.log10(max(10, tokens.max())) + 0.05, 50)
+    tok_bins = np.logspace(np.log10(max(1, tokens.min())), np.log10(max(10, tokens.max(), *seq_lengths)) + 0.05, 50)
     ax2.hist(np.maximum(tokens, 1), bins=tok_bins, color="tab:green")
     for L in seq_lengths:
         ax2.axvline(L, color="gray", ls="--", lw=0.8)
@@ -180,6 +183,10 @@ def plot_lengths(out_dir: Path, report: dict[str, Any], rec: LengthRecorder, seq
         ax2.legend()
     ax2.set(xscale="log", xlabel="tokens per document" + ("" if exact else " (estimated: chars / 4)"),
             title="Tokens vs candidate sequence lengths")
+    from matplotlib.ticker import NullFormatter
+
+    for ax in (ax1, ax2):
+        ax.xaxis.set_minor_formatter(NullFormatter())  # log axes over < 1 decade label every minor tick
     fig.tight_layout()
     tmp = out_dir / "lengths.png.tmp"
     fig.savefig(tmp, format="png", dpi=90)

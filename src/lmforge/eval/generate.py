@@ -62,10 +62,10 @@ class _Window:
 def _decode_group(model, ids: torch.Tensor, *, max_new_tokens: int, eos_id: int | None, gen, use_cache: bool,
                   filters: dict, greedy: bool, stop_check) -> list[list[int]]:
     B = ids.size(0)
-    vocab = model.cfg.vocab_size
-    seen = torch.zeros(B, vocab, dtype=torch.bool, device=ids.device)
-    seen.scatter_(1, ids, True)
-    done = torch.zeros(B, dtype=torch.bool, device=ids.device)
+    seen = None  # (B, V) tokens present so far, only for the repetition penalty
+    if filters["repetition_penalty"] != 1.0:
+        seen = torch.zeros(B, model.cfg.vocab_size, dtype=torch.bool, device=ids.device).scatter_(1, ids, True)
+    done = [False] * B  # a Python list: indexing a device tensor would sync once per sequence
     out: list[list[int]] = [[] for _ in range(B)]
     window, cache = _Window(model.cfg.block_size), None
     tokens = ids
@@ -84,7 +84,8 @@ def _decode_group(model, ids: torch.Tensor, *, max_new_tokens: int, eos_id: int 
         else:
             nxt = torch.multinomial(logits.softmax(dim=-1), 1, generator=gen).squeeze(1)
         tokens = torch.cat([tokens, nxt[:, None]], dim=1)
-        seen.scatter_(1, nxt[:, None], True)
+        if seen is not None:
+            seen.scatter_(1, nxt[:, None], True)
         for b, t in enumerate(nxt.tolist()):
             if done[b]:
                 continue
@@ -94,7 +95,7 @@ def _decode_group(model, ids: torch.Tensor, *, max_new_tokens: int, eos_id: int 
             out[b].append(t)
             if stop_check(out[b]):
                 done[b] = True
-        if bool(done.all()):
+        if all(done):
             break
     return out
 

@@ -112,16 +112,19 @@ def evaluate_model_on_run(model, tokenizer, run_dir: Path, cfg: EvalConfig) -> t
     return report, (val, scores)
 
 
-def read_documents(path: Path, text_field: str = "text", txt_mode: str = "paragraphs") -> tuple[list[Any], int]:
-    """Documents of a plain-text (one per blank-line-separated block) or JSONL file, with the data
-    stage's readers. Returns (documents, rejected records)."""
+def read_documents(path: Path, text_field: str = "text", txt_mode: str = "paragraphs",
+                   problems: list[str] | None = None) -> tuple[list[Any], int]:
+    """Documents of a plain-text (one per blank-line-separated block by default) or JSONL file,
+    with the data stage's readers. Returns (documents, rejected records); the readers' messages
+    about bad records go to `problems` instead of the terminal."""
     from lmforge.data.readers import ReadOptions, read_source
 
     path = Path(path)
     if not path.is_file():
         raise LmforgeError(f"--data {path}: no such file")
     docs, rejected = [], 0
-    for d in read_source(str(path), ReadOptions(txt_mode=txt_mode, text_field=text_field)):
+    sink = problems.append if problems is not None else (lambda _msg: None)
+    for d in read_source(str(path), ReadOptions(txt_mode=txt_mode, text_field=text_field, warn=sink)):
         if d.meta.get("reject_reason") or not d.text.strip():
             rejected += 1
         else:
@@ -135,10 +138,12 @@ def read_documents(path: Path, text_field: str = "text", txt_mode: str = "paragr
 def evaluate_file(model, tokenizer, path: Path, cfg: EvalConfig, *, add_bos: bool = False,
                   txt_mode: str = "paragraphs") -> dict[str, Any]:
     """Loss, perplexity, bpb and word perplexity of the documents of one file, with strata."""
-    docs, rejected = read_documents(path, txt_mode=txt_mode)
+    problems: list[str] = []
+    docs, rejected = read_documents(path, txt_mode=txt_mode, problems=problems)
     res = stratified_scores(model, tokenizer, docs, fields=cfg.stratify_by, edges=cfg.length_buckets,
                             add_bos=add_bos, batch_size=cfg.batch_size, max_groups=cfg.max_strata)
-    return {"path": str(path), "rejected_records": rejected, **res["overall"], "strata": res["strata"]}
+    return {"path": str(path), "rejected_records": rejected, "reject_examples": problems[:5], **res["overall"],
+            "strata": res["strata"]}
 
 
 def _val_strata(model, tokenizer, run_dir: Path, run_cfg, cfg: EvalConfig, report: dict[str, Any],
@@ -147,7 +152,10 @@ def _val_strata(model, tokenizer, run_dir: Path, run_cfg, cfg: EvalConfig, repor
     from lmforge.data.document import clean_shards
 
     data_dir = run_dir / "data"
-    if run_cfg is None or not data_dir.is_dir() or not clean_shards(data_dir):
+    if run_cfg is None:
+        report["strata_note"] = "the run's config (tokens.val_fraction, split_seed) is unavailable: strata skipped"
+        return
+    if not data_dir.is_dir() or not clean_shards(data_dir):
         report["strata_note"] = "no clean data in the run directory: strata skipped"
         return
     t = run_cfg.tokens

@@ -45,9 +45,10 @@ def _validation(r: dict[str, Any]) -> list[str]:
                         [["model", r["val_loss"], r["val_ppl"], r.get("val_bpb")],
                          ["unigram", uni["loss"], uni["perplexity"], uni.get("bpb")]])
         gap = r.get("loss_below_unigram", 0.0)
+        where = f"{_f(gap, 3)} nats/token below" if gap >= 0 else f"{_f(-gap, 3)} nats/token ABOVE"
         verdict = ("the model uses context" if gap > 0.1 else
-                   "WARNING: the model is not clearly better than token frequencies")
-        lines += ["", f"The model is {_f(gap, 3)} nats/token below the unigram baseline: {verdict}."]
+                   "WARNING: the model is not clearly better than token frequencies (train longer?)")
+        lines += ["", f"The model is {where} the unigram baseline: {verdict}."]
     return lines + [""]
 
 
@@ -56,6 +57,9 @@ def _data_section(d: dict[str, Any]) -> list[str]:
     rows = [["loss", d.get("loss")], ["perplexity", d.get("perplexity")], ["bits per byte", d.get("bpb")],
             ["word perplexity", d.get("word_perplexity")], ["documents", d.get("docs")], ["tokens", d.get("tokens")]]
     lines += _table(["metric", "value"], rows)
+    if d.get("rejected_records"):
+        lines += ["", f"{d['rejected_records']} record(s) could not be read and were skipped, e.g.:"]
+        lines += [f"- {m}" for m in d.get("reject_examples", [])[:3]]
     return lines + [""]
 
 
@@ -74,7 +78,7 @@ def _dict_section(title: str, d: dict[str, Any]) -> list[str]:
     lines = [f"## {title}", ""]
     if "verdict" in d:
         lines += [f"**{d['verdict']}**", ""]
-    rows = [[k, v] for k, v in d.items() if k != "verdict" and not isinstance(v, (dict, list))]
+    rows = [[k.replace("_", " "), v] for k, v in d.items() if k != "verdict" and not isinstance(v, (dict, list))]
     if rows:
         lines += _table(["", "value"], rows)
     for k, v in d.items():
@@ -107,6 +111,8 @@ def render_markdown(r: dict[str, Any]) -> str:
                        ("ratings", "Human ratings")):
         if r.get(key):
             lines += _dict_section(title, r[key])
+    if r.get("ratings") and r["ratings"].get("rated", 0) < r["ratings"].get("samples", 0):
+        lines += [f"Rate the samples in eval/samples.jsonl with `lmforge rate {r.get('run_dir', 'RUN_DIR')}`.", ""]
     lines += ["Definitions: loss = sum of NLL / tokens; perplexity = exp(loss); bits per byte = sum of NLL /",
               "(UTF-8 bytes × ln 2); word perplexity = exp(sum of NLL / whitespace words) — sums over the whole",
               "split, each document scored on its own after an <eos> prefix (lm-evaluation-harness).", ""]

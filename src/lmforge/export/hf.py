@@ -16,6 +16,13 @@ of HF Llama/Qwen3, so q/k weights need no permutation; our fused `c_attn` is spl
 SwiGLU `c_fc` is split into gate and up; GPT-2 stores Conv1D weights transposed, and a model
 without biases gets zero biases there (GPT-2 always has them). Anything else (e.g. rmsnorm with a
 GELU MLP, layernorm with rope) has no stock HF class and is refused with the reason.
+
+Tokenizer: our `tokenizer.json` is copied as is and loads as `PreTrainedTokenizerFast` with
+<bos>/<eos>/<unk>/<pad> declared; it adds no special tokens on encode (like our tokens stage, which
+appends <eos> itself). One difference: lmforge encodes the literal text "<eos>" as ordinary
+characters, while transformers treats it as the special token.
+Weights are written in float32; `max_position_embeddings` is our `block_size` (RoPE models run
+past it in transformers, but were never trained there).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from lmforge.config import Config, TrainConfig
-from lmforge.errors import ConfigError
+from lmforge.errors import ConfigError, LmforgeError
 from lmforge.model import GPT
 from lmforge.monitor.logger import RunLogger
 from lmforge.train import checkpoint as ck
@@ -233,6 +233,11 @@ def start_or_resume(trainer: Trainer, resume: str | None) -> Path | None:
         for p in ck.clean_partial(root):
             log.warning("removed incomplete checkpoint %s (interrupted write)", p)
     if resume is None:
+        existing = ck.list_checkpoints(root)
+        if existing:
+            raise LmforgeError(f"{root} already holds checkpoints (newest {existing[0][1].name}) of an earlier run; "
+                               f"continue it with --resume auto (train(..., resume='auto')), or delete {root} "
+                               f"or use another run directory to start over")
         return None
     path = ck.find_resume(root, resume)
     if path is None:

@@ -25,8 +25,8 @@ def _is_oom(e: BaseException) -> bool:
 
 
 def _free(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
+    if device.type == "cuda":  # return the failed attempt's blocks before the next, smaller one
+        gc.collect()
         torch.cuda.empty_cache()
 
 

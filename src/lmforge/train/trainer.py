@@ -73,7 +73,8 @@ class Trainer:
         self.data_fingerprint, self.peak_flops = data_fingerprint, peak_flops
         self.val_bytes_per_token = val_bytes_per_token
         self.ckpt_root = self.run_dir / "checkpoints"
-        self.ckpt_writer = CheckpointWriter(self.ckpt_root, cfg.train.keep_last, asynchronous=cfg.train.async_checkpoint)
+        self.ckpt_writer = CheckpointWriter(self.ckpt_root, cfg.train.keep_last,
+                                            asynchronous=cfg.train.async_checkpoint)
         self.state = TrainState()
         self.stop_reason: str | None = None
         self.stop_requested: str | None = None
@@ -110,12 +111,17 @@ class Trainer:
                 self.stop_requested = "SIGTERM"  # another rank got the signal
 
     def lr(self) -> float:
-        t = self.cfg.train
+        """The schedule's rate for the coming step. Its horizon is the step budget, or, when a time
+        budget will end the run sooner, the steps the speed so far predicts (so the decay still
+        finishes; such runs are not bitwise reproducible, as wall time never is)."""
+        t, step = self.cfg.train, self.state.step
         total = self.total_steps
-        if total is None:  # time budget only: estimate the total from the speed so far
+        if t.max_time:
             frac = min(1.0, self.clock / t.max_time)
-            total = max(self.state.step + 1, int(self.state.step / frac)) if frac > 0 else 10**9
-        return lr_at(self.state.step, t, total)
+            predicted = max(step + 1, int(step / frac)) if frac > 0 and step > 0 else None
+            if predicted is not None and (total is None or predicted < total):
+                total = predicted
+        return lr_at(step, t, total if total is not None else 10**9)
 
     def budget_reached(self) -> str | None:
         t, s = self.cfg.train, self.state
@@ -278,7 +284,7 @@ class Trainer:
                 "best_val_loss": s.best_val_loss, "bad_steps": s.bad_steps, "stopped_by": self.stop_reason,
                 "checkpoint": str(self.last_ckpt) if self.last_ckpt else None,
                 "best_checkpoint": str(best) if best else None, "wall_time": self.elapsed(),
-                "epoch": self.epoch}
+                "epoch": self.epoch, "completed": self.stop_reason not in ("SIGTERM", "SIGINT")}
 
 
 def oom_message(trainer: Trainer, err: BaseException) -> str:

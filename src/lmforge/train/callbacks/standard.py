@@ -81,7 +81,7 @@ class LogCallback(Callback):
         if trainer.peak_flops > 0:
             fpt = trainer.raw_model.flops_per_token(trainer.cfg.model.block_size)
             values["mfu"] = fpt * tps / (trainer.peak_flops * trainer.world_size)
-        if result.count is not None and not result.applied:
+        if not result.applied:
             values["skipped"] = True
         if trainer.rank == 0:
             trainer.writer.log("train", s.step, **values)
