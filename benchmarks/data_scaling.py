@@ -1,6 +1,6 @@
 """Data-stage scaling: documents/s with 1 and N workers, and peak memory on a 1x and 4x corpus.
 
-The corpus is Tiny Shakespeare's paragraphs, each made distinct by a numbered suffix, written as
+The corpus is Tiny Shakespeare's paragraphs, each made distinct by a lettered suffix, written as
 8 files per 1x (so ranks get equal shares), plus the shared HTML pages (trafilatura work). Each run
 is a fresh Python process; peak memory is the largest resident set of the main process and of its
 workers. On a machine shared with other jobs the worker speed-up is capped by the free cores.
@@ -33,13 +33,18 @@ print(json.dumps({"docs": r["documents_in"], "seconds": dt, "rss_main_mb": me / 
 """
 
 
+def _tag(*key: int) -> str:
+    """Letters only: MinHash shingles map digits to 0, so a numbered suffix would not make copies distinct."""
+    return "".join(chr(97 + int(d)) for d in "".join(f"{k:05d}" for k in key))
+
+
 def make_corpus(root: Path, shared: Path, copies: int) -> list[str]:
     paras = [p for p in (shared / "tinyshakespeare.txt").read_text().split("\n\n") if p.strip()]
     root.mkdir(parents=True)
     for c in range(copies):
         for f in range(8):
             chunk = paras[f::8]
-            (root / f"part-{c}-{f}.txt").write_text("\n\n".join(f"{p} [{c}.{f}.{i}]" for i, p in enumerate(chunk)))
+            (root / f"part-{c}-{f}.txt").write_text("\n\n".join(f"{p} [{_tag(c, f, i)}]" for i, p in enumerate(chunk)))
     return [str(root), str(shared / "html")]
 
 

@@ -50,13 +50,14 @@ class Watch(Callback):
             self.best_in_budget = min(self.best_in_budget, s.val_loss)
         if self.t_target is None and s.val_loss <= TARGET:
             self.t_target = t
-        if self.t_target is not None and t > BUDGET_S:
-            trainer.stop_requested = "benchmark_done"
+        if (self.t_target is not None and t > BUDGET_S) or t > 3 * BUDGET_S:
+            trainer.stop_requested = "benchmark_done"  # both figures known, or hopeless
 
 
 def prepare(cfg, run_dir: Path) -> None:
-    from lmforge.run import run_data, run_tokenize, run_tokenizer
+    from lmforge.run import prepare_run_dir, run_data, run_tokenize, run_tokenizer
 
+    prepare_run_dir(cfg, run_dir)
     run_data(cfg, run_dir)
     run_tokenizer(cfg, run_dir)
     run_tokenize(cfg, run_dir)
@@ -65,7 +66,7 @@ def prepare(cfg, run_dir: Path) -> None:
 def run_variant(name: str, overrides: list[str], work: Path, eval_every: int) -> dict:
     import os
 
-    os.chdir(ROOT / "configs")  # the config's data path is relative to it
+    os.chdir(ROOT)  # the config's data path (../shared/data/...) is relative to the repository root
     cfg = load_config(ROOT / "configs" / "shakespeare-char.yaml",
                       [f"train.eval_every={eval_every}", "train.ckpt_every=0", "train.progress=false",
                        "monitor.tensorboard=false", "monitor.plots=false", *overrides])

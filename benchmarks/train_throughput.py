@@ -107,6 +107,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--precisions", default="fp32,bf16", help="comma-separated: fp32, bf16")
     p.add_argument("--no-hf", action="store_true", help="skip the transformers baseline")
     args = p.parse_args()
     if args.threads:
@@ -115,7 +116,9 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, compile={args.compile}, torch {torch.__version__}")
     rows = []
     print(f"{'run':<16} {'tokens/s':>10} {'model GFLOP/s':>14} {'matmul GFLOP/s':>15} {'MFU':>7}", flush=True)
-    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    for precision in args.precisions.split(","):
+        dtype = dtypes[precision]
         peak = matmul_rate(dtype)
         tps, fpt = lmforge_tps(args, precision)
         rows.append((tps, fpt * tps / peak))

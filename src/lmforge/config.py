@@ -400,6 +400,7 @@ class TrainConfig:
     """After linear warmup: `cosine` or `linear` decay to min_lr, `constant`, `wsd`
     (warmup-stable-decay), `step` (x gamma at each milestone) or `exponential` (x gamma per step)."""
     warmup_steps: int = 100
+    """Steps of linear warmup from lr/warmup_steps to lr."""
     decay_fraction: float = 0.2
     """`wsd`: fraction of the total steps spent in the final linear decay to min_lr."""
     milestones: list[int] = field(default_factory=list)
@@ -409,8 +410,11 @@ class TrainConfig:
     weight_decay: float = 0.1
     """Applied to matmul weights only (not norms, biases, embeddings)."""
     beta1: float = 0.9
+    """AdamW beta1 (first-moment decay)."""
     beta2: float = 0.95
+    """AdamW beta2 (second-moment decay)."""
     eps: float = 1e-8
+    """AdamW epsilon."""
     grad_clip: float = 1.0
     """Max global gradient norm; 0 disables clipping."""
     max_steps: int = 1000
@@ -430,7 +434,7 @@ class TrainConfig:
     mean, averaged over the sequences of the step."""
     nan_policy: str = "skip"
     """On a NaN/Inf loss or gradient: `skip` the update, `rollback` to the last checkpoint and skip
-    the offending batches, or `abort` (checkpoint-free exit with an error)."""
+    the offending batches, or `abort` (stop with an error; the last checkpoint stays intact)."""
     max_bad_steps: int = 10
     """Abort after this many consecutive NaN/Inf steps, whatever the policy."""
     doc_masks: bool = True
@@ -448,8 +452,10 @@ class TrainConfig:
     keep_last: int = 2
     """Complete checkpoints kept besides `best`."""
     log_every: int = 10
+    """Write a `train` metrics event every N steps."""
     precision: str = "auto"
-    """`auto` (bf16 where supported, else fp32), `fp32`, `bf16` or `fp16` (CUDA)."""
+    """`auto` (bf16 on a CUDA GPU that supports it, else fp32: bf16 autocast is several times slower
+    than fp32 on CPUs without native bf16), `fp32`, `bf16` (autocast) or `fp16` (CUDA, GradScaler)."""
     device: str = "auto"
     """`auto`, `cpu`, `cuda` or `cuda:N`."""
     compile: bool = False
@@ -471,6 +477,7 @@ class TrainConfig:
     """Under torchrun (WORLD_SIZE > 1): `ddp` (replicate) or `fsdp` (FSDP2 fully_shard: shard
     parameters, gradients and optimiser state)."""
     seed: int = 1337
+    """Seed of the weights' initialisation, dropout and the data order."""
     progress: bool = True
     """Show a progress bar."""
 

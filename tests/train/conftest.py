@@ -54,8 +54,9 @@ def tiny_config(**train) -> Config:
                              "monitor": {"tensorboard": False, "plots": False, "system_every": 0}})
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_cfg():
+    """`tiny_cfg(**train_overrides) -> Config` (a fixture, so test modules never import conftest)."""
     return tiny_config
 
 

@@ -117,14 +117,19 @@ OVR = dict(max_steps=6, ckpt_every=2, eval_every=2)
 
 
 @pytest.fixture(scope="module")
-def reference(_template_run, tmp_path_factory) -> tuple[dict, dict]:
+def reference(_template_run, tmp_path_factory, tiny_cfg) -> tuple[dict, dict]:
     """(train losses, val losses) of the uninterrupted run, computed once for the module."""
-    from conftest import tiny_config
+    import torch
 
     ref = _copy_data(_template_run, tmp_path_factory.mktemp("ref") / "run")
-    cfg = tiny_config(**OVR)
+    cfg = tiny_cfg(**OVR)
     cfg.model.dropout = 0.1
-    train(cfg, ref)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # module scope: set up before the autouse one-thread fixture
+    try:
+        train(cfg, ref)
+    finally:
+        torch.set_num_threads(n)
     return losses(ref), val_losses(ref)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 
 import numpy as np
 
@@ -52,8 +53,20 @@ class ExactDedup(Filter):
         return False, "duplicate"
 
 
+_DIGITS = re.compile(r"\d+")
+
+
+def normalize_for_shingles(text: str) -> str:
+    """FineWeb's MinHash normalisation: lowercase, digit runs -> 0, accents removed (punctuation goes
+    with the word split), so pages that differ only in numbers or diacritics collide."""
+    text = _DIGITS.sub("0", text.lower())
+    if not text.isascii():
+        text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
+    return text
+
+
 class MinHasher:
-    """bands × rows MinHash over word n-gram shingles of lowercased text; one 64-bit key per band.
+    """bands × rows MinHash over word n-gram shingles of normalised text; one 64-bit key per band.
     Shingles are hashed to 64 bits with blake2b, then permuted by (a·x + b) mod 2^64 mod (2^61 − 1)
     (datasketch's family). Deterministic across processes (no Python `hash`)."""
 
@@ -67,7 +80,7 @@ class MinHasher:
     def shingles(self, text: str) -> np.ndarray:
         """Distinct 64-bit hashes of the word n-grams. Each distinct word is hashed once (blake2b); an
         n-gram's hash is Σ word_hash[i] · M[i] mod 2^64 with fixed odd multipliers, vectorised."""
-        words = _WORD.findall(text.lower())
+        words = _WORD.findall(normalize_for_shingles(text))
         if not words:
             return np.zeros(0, dtype=np.uint64)
         n = min(self.n, len(words))  # a text shorter than one shingle is one shingle

@@ -178,17 +178,20 @@ class Trainer:
         from lmforge.train.step import _forward_loss
 
         self.model.eval()
-        total = torch.zeros(2, dtype=torch.float64)
+        device = next(self.raw_model.parameters()).device
+        total = torch.zeros(2, dtype=torch.float64, device=device)  # summed on the device: one sync at the end
         loader = self.make_val_loader()
-        n = self.cfg.train.eval_batches or None
+        n = min(self.cfg.train.eval_batches or len(loader), len(loader))
+        if self.world_size > 1:  # the same count on every rank (FSDP forwards are collective)
+            n = -int(all_reduce_max(torch.tensor([-float(n)])).item())
         for i, batch in enumerate(loader):
-            if n is not None and i >= n:
+            if i >= n:
                 break
             sums = _forward_loss(self.model, batch, self.settings)
-            total += torch.stack([sums.ce.double().cpu(), sums.count.double().cpu()])
-        total = all_reduce_sum(total)
+            total += torch.stack([sums.ce.double(), sums.count.double()])
+        ce, count = all_reduce_sum(total).tolist()
         self.model.train()
-        loss = float(total[0] / total[1]) if total[1] > 0 else float("nan")
+        loss = ce / count if count > 0 else float("nan")
         s = self.state
         s.val_loss, s.val_step = loss, s.step
         if math.isfinite(loss) and (s.best_val_loss is None or loss < s.best_val_loss):
