@@ -2,8 +2,8 @@
 
     python benchmarks/generate_kvcache.py [--new-tokens 512] [--batch 1] [--device cpu|cuda]
 
-Timings are the best of `--repeats` runs. Same model (random weights, greedy decoding, no early stop) and the same prompt for every variant,
-measured in this process:
+Timings are the best of `--repeats` runs. Same model (random weights, greedy decoding, no early
+stop) and the same prompt for every variant, measured in this process:
 1. lmforge with the KV cache vs lmforge recomputing the whole context each step (goal >= 5x);
 2. lmforge with the cache vs the model exported to HF (`LlamaForCausalLM`) and decoded with
    `transformers` `generate(do_sample=False, use_cache=True)` (goal >= 1x; skipped without transformers).
@@ -83,7 +83,8 @@ def main() -> None:
     if not args.skip_uncached:
         t_plain, out_plain = _timed(lambda: ours(False), args.device)
         print(f"lmforge, no cache      : {n_tok / t_plain:10.1f} tokens/s ({t_plain:.2f} s)")
-        print(f"  KV cache speed-up    : {t_plain / t_cache:10.2f}x (goal >= 5x); same tokens: {out_plain == out_cache}")
+        same = out_plain == out_cache
+        print(f"  KV cache speed-up    : {t_plain / t_cache:10.2f}x (goal >= 5x); same tokens: {same}")
     try:
         import transformers
     except ImportError:

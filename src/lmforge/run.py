@@ -162,7 +162,8 @@ def sample_texts(cfg: Config, run_dir: Path) -> list[dict[str, str]]:
     e = cfg.eval
     prompts = [e.prompts[i % len(e.prompts)] for i in range(e.num_samples)]
     outs = generate(model, tok, prompts, max_new_tokens=e.max_new_tokens, temperature=e.temperature,
-                    top_k=e.top_k, top_p=e.top_p, seed=e.seed)
+                    top_k=e.top_k, top_p=e.top_p, min_p=e.min_p, repetition_penalty=e.repetition_penalty,
+                    seed=e.seed)
     return [{"prompt": p, "text": o} for p, o in zip(prompts, outs)]
 
 

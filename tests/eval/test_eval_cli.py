@@ -88,3 +88,19 @@ def test_export_cli_writes_folder_and_refuses_unmappable(patched, tokenizer, cap
     with pytest.raises(LmforgeError, match="no Hugging Face architecture"):
         args.func(args)
     assert not (run_dir / "x").exists()
+
+
+def test_eval_flags_reach_the_report(patched, capsys):
+    run_dir, _ = patched
+    data = run_dir / "t.jsonl"
+    data.write_text('{"text": "The king is dead.", "lang": "en"}\n{"text": "Der König ist tot.", "lang": "de"}\n')
+    args = _parse(["eval", str(run_dir), "--data", str(data), "--by", "lang", "--buckets", "4,8", "--device", "cpu"])
+    assert args.func(args) == 0
+    import json
+
+    strata = json.loads((run_dir / "eval" / "report.json").read_text())["data"]["strata"]
+    assert {r["value"] for r in strata["lang"]} == {"en", "de"}
+    assert {r["value"] for r in strata["length (tokens)"]} <= {"<4", "4-7", ">=8"}
+    with pytest.raises(SystemExit):
+        _parse(["eval", str(run_dir), "--buckets", "a,b"])
+    capsys.readouterr()

@@ -13,7 +13,7 @@ from lmf_evalkit import tiny_model
 from lmforge.config import EvalConfig
 from lmforge.errors import LmforgeError
 from lmforge.eval import commands
-from lmforge.eval.diversity import diversity_metrics, distinct_n, fluency_perplexities, rep_n, self_bleu
+from lmforge.eval.diversity import distinct_n, diversity_metrics, fluency_perplexities, rep_n, self_bleu
 from lmforge.eval.report import write_report
 from lmforge.eval.samples import collect_ratings, make_samples, ratings_summary, read_samples, write_samples
 from lmforge.eval.scoring import evaluate_texts
