@@ -95,7 +95,8 @@ def main() -> None:
     for r in rows:
         tt = f"{r['t_target']:.1f} s" if r["t_target"] is not None else "not reached"
         ratio = f"{BUDGET_S / r['t_target']:.2f}x" if r["t_target"] else "-"
-        print(f"{r['name']:<10} {tt:>14} {ratio:>7} {r['best95']:>15.3f} {r['final']:>10.3f} {r['steps']:>6}")
+        best = f"{r['best95']:.3f}" if math.isfinite(r["best95"]) else "no eval yet"
+        print(f"{r['name']:<10} {tt:>14} {ratio:>7} {best:>15} {r['final']:>10.3f} {r['steps']:>6}")
         if r["overrides"]:
             print(f"           overrides: {' '.join(r['overrides'])}")
 

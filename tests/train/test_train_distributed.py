@@ -92,8 +92,8 @@ def test_two_processes_match_one_process_with_the_same_global_batch(run_dir, tin
     assert state["world_size"] == 2 and len(state["rng"]) == 2
 
 
-@pytest.mark.slow  # a torchrun launch each (~15-30 s here); the 1-process policies run by default
-@pytest.mark.parametrize("policy", ["skip", "abort", "rollback"])
+@pytest.mark.parametrize("policy", ["skip", pytest.param("abort", marks=pytest.mark.slow),
+                                    pytest.param("rollback", marks=pytest.mark.slow)])
 def test_nan_on_one_rank_gets_the_same_decision_on_every_rank(run_dir, policy):
     """Only rank 1's logits are NaN at step 3; the all-reduced loss makes both ranks act alike."""
     proc = _torchrun(run_dir, dict(max_steps=4, batch_size=2, ckpt_every=2, eval_every=2, nan_policy=policy,
