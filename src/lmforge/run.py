@@ -117,9 +117,13 @@ def run_tokenize(cfg: Config, run_dir: Path, *, force: bool = False) -> bool:
 
 def run_train(cfg: Config, run_dir: Path, *, resume: str | None = None) -> dict[str, Any]:
     _require(run_dir, "tokenize", "tokens")
+    from lmforge.train.distributed import destroy
     from lmforge.train.trainer import train
 
-    return train(cfg, run_dir, resume=resume)
+    try:
+        return train(cfg, run_dir, resume=resume)
+    finally:
+        destroy()  # under torchrun: release the process group train() leaves for its callers
 
 
 def run_all(cfg: Config, run_dir: Path, *, samples: bool = True) -> dict[str, Any]:

@@ -117,17 +117,17 @@ def data_fingerprint(tokens_dir: Path) -> str:
 def open_loaders(cfg: Config, run_dir: Path, dist_info: DistInfo, fingerprint: str | None) -> tuple[Any, Any]:
     """(train loader, factory of a fresh validation loader) over RUN_DIR/tokens. The factory has
     `bytes_per_token` of the validation text (for bits per byte)."""
-    from lmforge.tokens.loader import TokenLoader
+    from lmforge.tokens.loader import TokenLoader, build_loader
     from lmforge.tokens.shards import open_split
 
     t, T = cfg.train, cfg.model.block_size
     tokens = run_dir / "tokens"
-    train_ds = open_split(tokens, "train", fingerprint=fingerprint)
-    val_ds = open_split(tokens, "val", fingerprint=fingerprint)
+    train_ds = open_split(tokens, "train", fingerprint=fingerprint, mmap=cfg.tokens.mmap)
+    val_ds = open_split(tokens, "val", fingerprint=fingerprint, mmap=cfg.tokens.mmap)
     common = dict(seq_len=T, batch_size=t.batch_size, rank=dist_info.rank, world_size=dist_info.world_size,
                   doc_masks=t.doc_masks)
-    prefetch = 2 if torch.cuda.is_available() else 0  # on CPU the thread would compete with the matmuls
-    train_loader = TokenLoader(train_ds, seed=t.seed, shuffle=t.shuffle, prefetch=prefetch, **common)
+    # packing (concat | best_fit | budget), prefetch depth and read retries come from `tokens:`
+    train_loader = build_loader(train_ds, cfg.tokens, seed=t.seed, shuffle=t.shuffle, **common)
     make_val = functools.partial(TokenLoader.for_eval, val_ds, **common)
     make_val.bytes_per_token = val_ds.bytes / max(1, val_ds.num_tokens)  # type: ignore[attr-defined]
     return train_loader, make_val

@@ -372,7 +372,4 @@ def train(cfg: Config, run_dir: Path, *, resume: str | None = None,
 
 
 def _close_writer(writer: Any, status: str, summary: dict[str, Any]) -> None:
-    try:
-        writer.close(status, **summary)  # RunLogger: end event, TensorBoard, plots
-    except TypeError:
-        writer.close()  # a plain MetricsWriter
+    writer.close(status, **summary)  # RunLogger: end event, TensorBoard, plots
