@@ -60,13 +60,15 @@ def _print_summary(result: dict, wall: float) -> None:
     print()
     print(f"Finished in {wall:.0f} s.")
     if ev:
-        line = f"Validation: loss {ev.get('val_loss', float('nan')):.4f} nats/token, ppl {ev.get('val_ppl', float('nan')):.2f}"
-        if "val_bpb" in ev:
+        nan = float("nan")
+        line = f"Validation: loss {ev.get('val_loss', nan):.4f} nats/token, ppl {ev.get('val_ppl', nan):.2f}"
+        if ev.get("val_bpb") is not None:
             line += f", {ev['val_bpb']:.4f} bits/byte"
         print(line)
         uni = ev.get("unigram") or {}
         if uni:
-            print(f"Unigram baseline: loss {uni.get('loss', float('nan')):.4f}, {uni.get('bpb', float('nan')):.4f} bits/byte")
+            print(f"Unigram baseline (token frequencies only): loss {uni.get('loss', nan):.4f}, "
+                  f"{uni.get('bpb', nan):.4f} bits/byte")
     print("Artifacts:")
     for name, what in [("config.yaml", "resolved config"), ("data/report.md", "data report"),
                        ("tokenizer/tokenizer.json", "tokenizer"), ("tokens/manifest.json", "token shards"),

@@ -12,14 +12,6 @@ from lmforge.config import ModelConfig, config_from_dict
 from lmforge.model import GPT, PRESETS
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _cfg(**kw) -> ModelConfig:
     base = dict(n_layer=2, n_head=4, n_embd=32, block_size=24, vocab_size=50)
     base.update(kw)

@@ -59,13 +59,3 @@ def tiny_cfg():
     """`tiny_cfg(**train_overrides) -> Config` (a fixture, so test modules never import conftest)."""
     return tiny_config
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread, and the test machine's cores are shared."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
