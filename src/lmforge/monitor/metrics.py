@@ -15,6 +15,17 @@ from pathlib import Path
 from typing import Any
 
 
+def finite_number(v: Any) -> float | None:
+    """`v` as a float when it is a finite number (not a bool, None, string or NaN/Inf), else None."""
+    if isinstance(v, bool) or v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
 def _clean(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return str(v)  # JSON has no NaN/Inf; keep them visible as strings

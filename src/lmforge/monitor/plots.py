@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.errors import LmforgeError
-from lmforge.monitor.metrics import read_metrics
+from lmforge.monitor.metrics import finite_number, read_metrics
 
 # panel name -> (title, [(event kind, key, label suffix)], log-scale y)
 PANELS: dict[str, tuple[str, list[tuple[str, str, str]], bool]] = {
@@ -29,14 +29,6 @@ PANELS: dict[str, tuple[str, list[tuple[str, str, str]], bool]] = {
 X_LABELS = {"step": "step", "tokens": "tokens", "time": "time (min)"}
 
 
-def _num(v: Any) -> float | None:
-    if isinstance(v, bool):
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def load_run(run_dir: str | Path) -> dict[str, list[dict[str, Any]]]:
@@ -54,18 +46,19 @@ def series(events: dict[str, list[dict[str, Any]]], kind: str, key: str, x: str 
     """(xs, ys) of `key` in events of `kind`; x is step, cumulative tokens (taken from the latest train
     event at or before the step) or minutes since the run's first event."""
     all_events = [e for evs in events.values() for e in evs]
-    t0 = min((e["time"] for e in all_events if _num(e.get("time")) is not None), default=0.0)
-    tok_at = sorted((e["step"], _num(e.get("tokens"))) for e in events.get("train", []) if _num(e.get("tokens")))
+    t0 = min((e["time"] for e in all_events if finite_number(e.get("time")) is not None), default=0.0)
+    tok_at = sorted((e["step"], finite_number(e.get("tokens")))
+                    for e in events.get("train", []) if finite_number(e.get("tokens")))
     xs, ys = [], []
     j, cur_tok = 0, None
     for e in sorted(events.get(kind, []), key=lambda e: e.get("step", 0)):
-        y = _num(e.get(key, e.get("val_loss") if (kind, key) == ("val", "loss") else None))
+        y = finite_number(e.get(key, e.get("val_loss") if (kind, key) == ("val", "loss") else None))
         if y is None:
             continue
         if x == "step":
             xv = e.get("step")
         elif x == "time":
-            xv = (_num(e.get("time")) or t0) / 60.0 - t0 / 60.0
+            xv = (finite_number(e.get("time")) or t0) / 60.0 - t0 / 60.0
         else:
             while j < len(tok_at) and tok_at[j][0] <= e.get("step", 0):
                 cur_tok = tok_at[j][1]

@@ -17,7 +17,6 @@ Run status (shown in the run list), first rule that applies:
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import socket
@@ -25,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from lmforge.monitor.metrics import finite_number
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 STALE_AFTER = 300.0  # seconds without a new metrics line before a run of unknown liveness counts as crashed
@@ -83,14 +84,6 @@ def _finished(run: Path, s: RunSummary, mtime: float) -> bool:
     return max_steps > 0 and s.step >= max_steps
 
 
-def _num(v: Any) -> float | None:
-    if isinstance(v, bool) or v is None:
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def read_chunk(path: Path, offset: int, limit: int = CHUNK_BYTES) -> tuple[list[dict[str, Any]], int, bool, bool]:
@@ -144,7 +137,7 @@ class RunSummary:
     lifecycle: dict[str, Any] = field(default_factory=dict)
 
     def add(self, ev: dict[str, Any]) -> None:
-        t = _num(ev.get("time"))
+        t = finite_number(ev.get("time"))
         if t is not None:
             self.first_time = t if self.first_time is None else min(self.first_time, t)
             self.last_time = t if self.last_time is None else max(self.last_time, t)
@@ -154,9 +147,9 @@ class RunSummary:
         if kind == "train":
             for key in ("loss", "loss_smooth", "tokens", "tokens_per_s", "lr"):
                 if key in ev:
-                    setattr(self, key, _num(ev[key]))
+                    setattr(self, key, finite_number(ev[key]))
         elif kind == "val":
-            v = _num(ev.get("loss", ev.get("val_loss")))
+            v = finite_number(ev.get("loss", ev.get("val_loss")))
             self.val_loss = v
             if v is not None and (self.best_val_loss is None or v < self.best_val_loss):
                 self.best_val_loss = v
@@ -230,7 +223,7 @@ class RunStore:
         if lock_held(lock):
             return "running"
         local_start = lc.get("event") == "start" and isinstance(lc.get("pid"), int) and lc.get("host") == self.host
-        if local_start and pid_alive(lc["pid"], _num(lc.get("time"))):
+        if local_start and pid_alive(lc["pid"], finite_number(lc.get("time"))):
             return "running"
         if _finished(run, s, mtime):
             return "finished"
