@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import time
 from importlib import resources
@@ -95,7 +96,8 @@ def cmd_stage(args: argparse.Namespace) -> int:
         run.run_tokenize(cfg, run_dir, force=True)
     elif args.command == "train":
         summary = run.run_train(cfg, run_dir, resume=args.resume)
-        print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, (dict, list))}, default=str))
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary
+            print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, (dict, list))}, default=str))
     return 0
 
 
