@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _source_docs() -> list[str]:

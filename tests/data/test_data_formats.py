@@ -2,6 +2,7 @@
 
 import gzip
 import json
+from pathlib import Path
 
 import pytest
 import zstandard
@@ -10,7 +11,7 @@ from lmforge.data.readers import ReadOptions, expand_inputs, file_format, read_s
 from lmforge.data.readers_web import declared_charset
 from lmforge.errors import DataError
 
-SHARED = "/work/shared/data"
+SHARED = str(Path(__file__).resolve().parents[3] / "shared" / "data")
 
 
 def _read(path, warnings=None, skipped=None, **kw):

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -189,8 +190,9 @@ def test_bad_tokenizer_path_is_a_data_error(tmp_path):
 def test_web_pipeline_on_shared_samples(tmp_path):
     from lmforge.config import C4Config, GopherQualityConfig, LanguageConfig
 
-    html = "/work/shared/data/html/"
-    cfg = _cfg(inputs=["/work/shared/data/warc/whirlwind.warc.wet", html + "gregoryszorc.com.python3.html",
+    shared = Path(__file__).resolve().parents[3] / "shared" / "data"
+    html = f"{shared}/html/"
+    cfg = _cfg(inputs=[f"{shared}/warc/whirlwind.warc.wet", html + "gregoryszorc.com.python3.html",
                        html + "spiegel.de.albtraum.html", html + "lemire.me.json.html"],
                language=LanguageConfig(enabled=True, languages=["en"]),
                gopher_quality=GopherQualityConfig(enabled=True), c4=C4Config(enabled=True))

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 from tokenizers import Tokenizer as HFTokenizer
@@ -10,7 +11,7 @@ from lmforge.config import TokenizerConfig
 from lmforge.errors import DataError, LmforgeError
 from lmforge.tokenizer import load_tokenizer, train_tokenizer
 
-SHAKESPEARE = "/work/shared/data/tinyshakespeare.txt"
+SHAKESPEARE = str(Path(__file__).resolve().parents[3] / "shared" / "data" / "tinyshakespeare.txt")
 TRICKY = "Héllo wörld — 你好, мир! 🎉\n\ttabs  and  spaces <eos> <pad>\n"
 
 

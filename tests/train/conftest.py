@@ -10,7 +10,7 @@ import pytest
 
 from lmforge.config import Config, config_from_dict
 
-SHAKESPEARE = Path("/work/shared/data/tinyshakespeare.txt")
+SHAKESPEARE = Path(__file__).resolve().parents[3] / "shared" / "data" / "tinyshakespeare.txt"
 
 
 def _build_template(root: Path, chars: int = 60_000) -> Path:
@@ -59,3 +59,19 @@ def tiny_cfg():
     """`tiny_cfg(**train_overrides) -> Config` (a fixture, so test modules never import conftest)."""
     return tiny_config
 
+
+
+@pytest.fixture(scope="session")
+def stop_at():
+    """`stop_at(step) -> Callback` that requests a graceful stop (as SIGTERM does) after that step."""
+    from lmforge.train.callbacks.base import Callback
+
+    class StopAt(Callback):
+        def __init__(self, step: int) -> None:
+            self.step = step
+
+        def post_step(self, trainer, result) -> None:
+            if trainer.state.step == self.step:
+                trainer.stop_requested = "test"
+
+    return StopAt

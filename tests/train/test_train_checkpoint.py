@@ -13,18 +13,8 @@ import torch
 from lmforge.errors import LmforgeError
 from lmforge.io import sha256_file
 from lmforge.train import checkpoint as ck
-from lmforge.train.callbacks import Callback
 from lmforge.train.lock import RunLock
 from lmforge.train.trainer import train
-
-
-class StopAt(Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def post_step(self, trainer, result) -> None:
-        if trainer.state.step == self.step:
-            trainer.stop_requested = "test"
 
 
 def test_round_trip_and_load_for_inference(run_dir, tiny_cfg):
@@ -136,8 +126,8 @@ def test_prune_keeps_last_k_and_best(run_dir, tiny_cfg):
     assert ck.read_pointer(root, "latest") == root / "step-000008"
 
 
-def test_stop_request_saves_and_resumes(run_dir, tiny_cfg):
-    s = train(tiny_cfg(max_steps=6, ckpt_every=0), run_dir, extra_callbacks=[StopAt(2)])
+def test_stop_request_saves_and_resumes(run_dir, tiny_cfg, stop_at):
+    s = train(tiny_cfg(max_steps=6, ckpt_every=0), run_dir, extra_callbacks=[stop_at(2)])
     assert s["stopped_by"] == "test" and s["step"] == 2
     assert ck.find_resume(run_dir / "checkpoints", "auto").name == "step-000002"
 

@@ -14,7 +14,6 @@ import pytest
 
 from lmforge.monitor.metrics import read_metrics
 from lmforge.train import checkpoint as ck
-from lmforge.train.callbacks import Callback
 from lmforge.train.trainer import train
 
 
@@ -27,14 +26,6 @@ def val_losses(run_dir: Path) -> dict[int, float]:
     return {e["step"]: e["val_loss"] for e in read_metrics(run_dir / "metrics.jsonl", "val")}
 
 
-class StopAt(Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def post_step(self, trainer, result) -> None:
-        if trainer.state.step == self.step:
-            trainer.stop_requested = "test"
-
 
 def _copy_data(src: Path, dst: Path) -> Path:
     import shutil
@@ -45,12 +36,12 @@ def _copy_data(src: Path, dst: Path) -> Path:
     return dst
 
 
-def test_resume_matches_uninterrupted_bitwise(run_dir, tiny_cfg, tmp_path):
+def test_resume_matches_uninterrupted_bitwise(run_dir, tiny_cfg, tmp_path, stop_at):
     cfg = tiny_cfg(max_steps=6, ckpt_every=2, eval_every=2, grad_accum=2)
     cfg.model.dropout = 0.1  # dropout draws from the torch RNG: it must be restored too
     straight = train(cfg, run_dir)
     other = _copy_data(run_dir, tmp_path / "other")
-    first = train(cfg, other, extra_callbacks=[StopAt(3)])
+    first = train(cfg, other, extra_callbacks=[stop_at(3)])
     assert first["step"] == 3
     second = train(cfg, other, resume="auto")
     assert second["step"] == 6
