@@ -89,3 +89,16 @@ def reset_dir(directory: str | Path) -> Path:
         shutil.rmtree(d)
     d.mkdir(parents=True)
     return d
+
+
+def read_capped(stream: Any, cap: int, chunk: int = 1 << 20) -> tuple[bytes, int]:
+    """Read at most `cap + 1` bytes of a binary stream and count (without keeping) the rest.
+
+    Returns (head, total size): `total > cap` tells that the record was over the limit, while
+    memory stays bounded by `cap` whatever the record's size."""
+    head = stream.read(cap + 1)
+    total = len(head)
+    if total > cap:
+        while block := stream.read(chunk):
+            total += len(block)
+    return head, total

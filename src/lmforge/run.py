@@ -21,8 +21,6 @@ from lmforge.config import Config, dump_config, fingerprint
 from lmforge.errors import LmforgeError
 from lmforge.io import atomic_write_text, is_complete, read_marker, reset_dir, write_marker
 
-STAGES = ("data", "tokenizer", "tokenize", "train", "eval")
-
 
 def _say(msg: str) -> None:
     print(f"[lmforge] {msg}", file=sys.stderr, flush=True)
@@ -183,5 +181,5 @@ def cpu_threads_hint() -> None:
         torch.set_num_threads(os.cpu_count() or 1)
 
 
-__all__ = ["STAGES", "prepare_run_dir", "run_all", "run_data", "run_tokenizer", "run_tokenize", "run_train",
+__all__ = ["prepare_run_dir", "run_all", "run_data", "run_tokenizer", "run_tokenize", "run_train",
            "sample_texts", "with_run_name"]

@@ -29,6 +29,7 @@ import zstandard
 from lmforge.data.document import Document
 from lmforge.data.readers_web import read_html, read_warc
 from lmforge.errors import DataError
+from lmforge.io import read_capped
 
 BUILTIN_STDLIB = "builtin:stdlib"
 TEXT_EXTS = (".txt", ".text", ".md", ".rst")
@@ -201,11 +202,8 @@ class _Source:
 def _read_text(src: _Source, f: IO[bytes]) -> Iterator[Document]:
     mode, cap = src.opts.txt_mode, src.opts.max_record_bytes
     if mode == "file":
-        raw = f.read(cap + 1)
-        total = len(raw)
+        raw, total = read_capped(f, cap)
         if total > cap:
-            while chunk := f.read(1 << 20):
-                total += len(chunk)
             raw = raw[:PREVIEW_BYTES]
         if raw.startswith(_BOM):
             raw, total = raw[3:], total - 3

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING
 
 from lmforge.data.document import Document
+from lmforge.io import read_capped
 
 if TYPE_CHECKING:  # pragma: no cover
     from lmforge.data.readers import _Source
@@ -64,11 +65,7 @@ def decode_html(src: _Source, raw: bytes, line: int, total: int, content_type: s
 
 def read_html(src: _Source, f: IO[bytes]) -> Iterator[Document]:
     cap = src.opts.max_record_bytes
-    raw = f.read(cap + 1)
-    total = len(raw)
-    if total > cap:
-        while chunk := f.read(1 << 20):
-            total += len(chunk)
+    raw, total = read_capped(f, cap)
     if raw.strip():
         d = decode_html(src, raw[:cap], 1, total)
         d.id = src.path
@@ -106,12 +103,8 @@ def read_warc(src: _Source, f: IO[bytes]) -> Iterator[Document]:
             src.skipped[kind] = src.skipped.get(kind, 0) + 1  # crawler logs and the like
             continue
         stream = rec.content_stream()
-        raw = stream.read(cap + 1)
-        total = len(raw)
-        if total > cap:
-            while chunk := stream.read(1 << 20):
-                total += len(chunk)
-            raw = raw[:cap]
+        raw, total = read_capped(stream, cap)
+        raw = raw[:cap]
         if not status.startswith("2"):
             d = Document(f"{src.path}:{n}", "", {"source": src.path, **meta, "http_status": status})
             yield src.reject(d, "http_status", f"HTTP {status}")
