@@ -1,0 +1,147 @@
+"""Configuration of the training engine (`train:` in a run config).
+
+Loaded through `lmforge.config.load_config`; see that module for how keys are checked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lmforge.validate import check as _check
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    batch_size: int = 16
+    """Sequences per micro-batch (per process)."""
+    grad_accum: int = 1
+    """Micro-batches per optimiser step."""
+    lr: float = 1e-3
+    """Peak learning rate."""
+    min_lr: float = 1e-4
+    """Learning rate at the end of the decay."""
+    schedule: str = "cosine"
+    """After linear warmup: `cosine` or `linear` decay to min_lr, `constant`, `wsd`
+    (warmup-stable-decay), `step` (x gamma at each milestone) or `exponential` (x gamma per step)."""
+    warmup_steps: int = 100
+    """Steps of linear warmup from lr/warmup_steps to lr."""
+    decay_fraction: float = 0.2
+    """`wsd`: fraction of the total steps spent in the final linear decay to min_lr."""
+    milestones: list[int] = field(default_factory=list)
+    """`step`: optimiser steps at which the rate is multiplied by `gamma`."""
+    gamma: float = 0.1
+    """`step`: factor at each milestone; `exponential`: factor per step (floored at min_lr)."""
+    weight_decay: float = 0.1
+    """Applied to matmul weights only (not norms, biases, embeddings)."""
+    beta1: float = 0.9
+    """AdamW beta1 (first-moment decay)."""
+    beta2: float = 0.95
+    """AdamW beta2 (second-moment decay)."""
+    eps: float = 1e-8
+    """AdamW epsilon."""
+    grad_clip: float = 1.0
+    """Max global gradient norm; 0 disables clipping."""
+    max_steps: int = 1000
+    """Optimiser steps; 0 = no step budget."""
+    max_epochs: float = 0.0
+    """Passes over the training tokens; 0 = no epoch budget."""
+    max_time: float = 0.0
+    """Wall-clock seconds of training; 0 = no time budget."""
+    max_tokens: int = 0
+    """Training tokens (all processes together); 0 = no token budget."""
+    label_smoothing: float = 0.0
+    """Cross-entropy label smoothing (as `F.cross_entropy(label_smoothing=...)`)."""
+    z_loss: float = 0.0
+    """Weight of the z-loss, mean of logsumexp(logits)^2 over target tokens (PaLM uses 1e-4); 0 = off."""
+    loss_norm: str = "token"
+    """`token`: mean over the target tokens of the whole optimiser step; `sequence`: each sequence's
+    mean, averaged over the sequences of the step."""
+    nan_policy: str = "skip"
+    """On a NaN/Inf loss or gradient: `skip` the update, `rollback` to the last checkpoint and skip
+    the offending batches, or `abort` (stop with an error; the last checkpoint stays intact)."""
+    max_bad_steps: int = 10
+    """Abort after this many consecutive NaN/Inf steps, whatever the policy."""
+    doc_masks: bool = True
+    """Attend only within each document of a packed sequence."""
+    shuffle: bool = True
+    """Shuffle the training sequences (the order is a function of seed and epoch)."""
+    peak_flops: float = 0.0
+    """Peak FLOP/s of one device for MFU; 0 = a table of known GPUs (MFU is not logged on CPU)."""
+    eval_every: int = 200
+    """Validate every N steps (and at the end); 0 = only at the end."""
+    eval_batches: int = 20
+    """Validation micro-batches per evaluation (0 = the whole split)."""
+    ckpt_every: int = 500
+    """Checkpoint every N steps (and at the end); 0 = only at the end."""
+    keep_last: int = 2
+    """Complete checkpoints kept besides `best`."""
+    log_every: int = 10
+    """Write a `train` metrics event every N steps."""
+    precision: str = "auto"
+    """`auto` (bf16 on a CUDA GPU that supports it, else fp32: bf16 autocast is several times slower
+    than fp32 on CPUs without native bf16), `fp32`, `bf16` (autocast) or `fp16` (CUDA, GradScaler)."""
+    device: str = "auto"
+    """`auto`, `cpu`, `cuda` or `cuda:N`."""
+    compile: bool = False
+    """torch.compile the model."""
+    grad_checkpointing: bool = False
+    """Recompute each block's activations in the backward pass (less memory, ~30% more compute)."""
+    early_stop_patience: int = 0
+    """Stop after this many evaluations in a row without a val-loss improvement; 0 = off."""
+    early_stop_min_delta: float = 0.0
+    """Smallest val-loss decrease that counts as an improvement for early stopping."""
+    sample_every: int = 0
+    """Log samples for `eval.prompts` every N steps (kind `sample`); 0 = off."""
+    async_checkpoint: bool = False
+    """Write checkpoints in a background thread; training waits only for a CPU copy of the state."""
+    auto_micro_batch: bool = False
+    """Find the largest micro-batch that fits (a dry-run step at start-up, largest first) and
+    accumulate to keep train.batch_size x train.grad_accum sequences per process and step."""
+    distributed: str = "ddp"
+    """Under torchrun (WORLD_SIZE > 1): `ddp` (replicate) or `fsdp` (FSDP2 fully_shard: shard
+    parameters, gradients and optimiser state)."""
+    seed: int = 1337
+    """Seed of the weights' initialisation, dropout and the data order."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size > 0, "train.batch_size", "must be > 0")
+        _check(self.grad_accum > 0, "train.grad_accum", "must be > 0")
+        _check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
+        _check(0 <= self.min_lr <= self.lr, "train.min_lr", f"must be in [0, train.lr], got {self.min_lr}")
+        _check(self.schedule in ("cosine", "linear", "constant", "wsd", "step", "exponential"), "train.schedule",
+               f"must be cosine, linear, constant, wsd, step or exponential, got {self.schedule!r}")
+        _check(0.0 < self.decay_fraction <= 1.0, "train.decay_fraction", "must be in (0, 1]")
+        _check(all(m > 0 for m in self.milestones) and self.milestones == sorted(self.milestones),
+               "train.milestones", "must be increasing positive step numbers")
+        _check(0.0 < self.gamma <= 1.0, "train.gamma", "must be in (0, 1]")
+        _check(self.max_tokens >= 0, "train.max_tokens", "must be >= 0")
+        _check(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", "must be in [0, 1)")
+        _check(self.z_loss >= 0.0, "train.z_loss", "must be >= 0")
+        _check(self.loss_norm in ("token", "sequence"), "train.loss_norm",
+               f"must be token or sequence, got {self.loss_norm!r}")
+        _check(self.nan_policy in ("skip", "rollback", "abort"), "train.nan_policy",
+               f"must be skip, rollback or abort, got {self.nan_policy!r}")
+        _check(self.max_bad_steps >= 1, "train.max_bad_steps", "must be >= 1")
+        _check(self.peak_flops >= 0.0, "train.peak_flops", "must be >= 0")
+        _check(self.early_stop_patience >= 0, "train.early_stop_patience", "must be >= 0")
+        _check(self.early_stop_min_delta >= 0.0, "train.early_stop_min_delta", "must be >= 0")
+        _check(self.sample_every >= 0, "train.sample_every", "must be >= 0")
+        _check(self.distributed in ("ddp", "fsdp"), "train.distributed",
+               f"must be ddp or fsdp, got {self.distributed!r}")
+        _check(self.warmup_steps >= 0, "train.warmup_steps", "must be >= 0")
+        _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+        _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "train.beta1", "betas must be in [0, 1)")
+        _check(self.grad_clip >= 0, "train.grad_clip", "must be >= 0")
+        _check(self.max_steps >= 0 and self.max_epochs >= 0 and self.max_time >= 0, "train.max_steps",
+               "budgets must be >= 0")
+        _check(self.max_steps > 0 or self.max_epochs > 0 or self.max_time > 0 or self.max_tokens > 0,
+               "train.max_steps",
+               "set at least one budget: train.max_steps, train.max_epochs, train.max_tokens or train.max_time")
+        _check(self.eval_every >= 0, "train.eval_every", "must be >= 0")
+        _check(self.ckpt_every >= 0, "train.ckpt_every", "must be >= 0")
+        _check(self.keep_last >= 1, "train.keep_last", "must be >= 1")
+        _check(self.log_every > 0, "train.log_every", "must be > 0")
+        _check(self.precision in ("auto", "fp32", "bf16", "fp16"), "train.precision",
+               f"must be auto, fp32, bf16 or fp16, got {self.precision!r}")
