@@ -1,17 +1,27 @@
 """Checkpoints: atomic, checksummed, and loaded without running pickled code.
 
-    checkpoints/step-000500/  model.safetensors  optimizer.pt  state.json  manifest.json
-    checkpoints/latest        text file naming the newest complete checkpoint
-    checkpoints/best          text file naming the best one by validation loss
+    checkpoints/step-000500/     full: model.safetensors  optimizer.pt  state.json  manifest.json
+    checkpoints/weights-000250/  weights-only ("light"): model.safetensors  state.json  manifest.json
+    checkpoints/frozen-<sha16>.safetensors   parameters with requires_grad=False, shared by checkpoints
+    checkpoints/latest           text file naming the newest complete FULL checkpoint (resumable)
+    checkpoints/newest           the newest complete checkpoint of either kind (eval, generate, export)
+    checkpoints/best             the best one by validation loss (either kind)
 
-A checkpoint is written to `step-N.tmp/`, every file fsynced, `manifest.json` (sha256 of each file)
+A checkpoint is written to `<name>.tmp/`, every file fsynced, `manifest.json` (sha256 of each file)
 written last, then the directory is renamed; the pointers move only after that. A directory without a
 manifest, or whose files do not match it, is never loaded. `optimizer.pt` is read with
 `torch.load(weights_only=True)`, which refuses pickles that would run code.
+
+Kinds: `state.json` and the manifest carry `kind: full | weights`. Only full checkpoints are resumed
+from (`find_resume`); weights-only ones hold no optimiser, RNG or loader state and serve inference.
+Frozen parameters are stored once in a content-addressed file that each manifest needing it names
+with its sha256 (`manifest["frozen"]`); verification checks it, loading reassembles the full state
+dict, and pruning deletes such a file only when no remaining manifest names it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -23,13 +33,17 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, save, save_file, save_model
 
 from lmforge.errors import LmforgeError
-from lmforge.io import atomic_write_json, atomic_write_text, fsync_dir, sha256_file
+from lmforge.io import atomic_write_bytes, atomic_write_json, atomic_write_text, fsync_dir, sha256_file
 
 log = logging.getLogger(__name__)
-STEP_RE = re.compile(r"^step-(\d+)$")
+FULL, WEIGHTS = "full", "weights"
+_PREFIX = {FULL: "step", WEIGHTS: "weights"}
+_DIR_RE = {FULL: re.compile(r"^step-(\d+)$"), WEIGHTS: re.compile(r"^weights-(\d+)$")}
+STEP_RE = _DIR_RE[FULL]
+FROZEN_RE = re.compile(r"^frozen-[0-9a-f]{16}\.safetensors$")
 MODEL_FILE, OPTIM_FILE, STATE_FILE, MANIFEST = "model.safetensors", "optimizer.pt", "state.json", "manifest.json"
 
 
@@ -53,39 +67,88 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def step_dir_name(step: int) -> str:
-    return f"step-{step:06d}"
+def step_dir_name(step: int, kind: str = FULL) -> str:
+    return f"{_PREFIX[kind]}-{step:06d}"
+
+
+# ---------------------------------------------------------------- weights, frozen parameters
+def frozen_param_names(module: nn.Module) -> list[str]:
+    """State-dict names (aliases of tied parameters included) of parameters with requires_grad=False."""
+    return sorted(n for n, p in module.named_parameters(remove_duplicate=False) if not p.requires_grad)
+
+
+def _unique(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One name per shared tensor (safetensors refuses aliases), contiguous, in name order."""
+    out, seen = {}, set()
+    for name in sorted(sd):
+        t = sd[name]
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.dtype)
+        if t.numel() and key in seen:
+            continue
+        seen.add(key)
+        out[name] = t.detach().contiguous()
+    return out
+
+
+def save_frozen(root: Path, module: nn.Module, names: list[str]) -> tuple[dict[str, Any], bool]:
+    """Store the tensors `names` of `module` in `root/frozen-<sha16>.safetensors` unless a file with
+    that content is already there; returns (manifest reference, whether the file was written)."""
+    params = dict(module.named_parameters(remove_duplicate=False))
+    # no step or time in the metadata: equal tensors give equal bytes, hence the same file
+    data = save(_unique({n: params[n].detach().cpu() for n in names}), metadata={"format": "pt"})
+    digest = hashlib.sha256(data).hexdigest()
+    ref = {"file": f"frozen-{digest[:16]}.safetensors", "sha256": digest, "bytes": len(data), "tensors": list(names)}
+    f = Path(root) / ref["file"]
+    if f.is_file() and f.stat().st_size == len(data) and sha256_file(f) == digest:
+        return ref, False
+    atomic_write_bytes(f, data)  # also repairs a damaged copy
+    return ref, True
+
+
+def _save_weights(module: nn.Module, path: Path, step: int, frozen: dict[str, Any] | None) -> None:
+    meta = {"format": "pt", "step": str(step)}
+    if not frozen:
+        save_model(module, str(path), metadata=meta)  # dedups tied weights
+        return
+    skip = set(frozen["tensors"])
+    save_file(_unique({k: v for k, v in module.state_dict().items() if k not in skip}), str(path), metadata=meta)
 
 
 def write_checkpoint(root: Path, step: int, *, model_state: nn.Module | None, optim_state: dict | None,
-                     state: dict[str, Any]) -> Path:
+                     state: dict[str, Any], frozen: dict[str, Any] | None = None) -> Path:
     """Write one complete checkpoint atomically and return its final directory.
 
     model_state: the unwrapped model (safetensors dedups tied weights); optim_state: what goes in
-    optimizer.pt (None = a weights-only checkpoint); state: JSON-serialisable training state.
+    optimizer.pt (None = a weights-only checkpoint, written to `weights-N/`); state: JSON-serialisable
+    training state; frozen: a `save_frozen` reference whose tensors are left out of model.safetensors.
     """
+    kind = FULL if optim_state is not None else WEIGHTS
     root.mkdir(parents=True, exist_ok=True)
-    final = root / step_dir_name(step)
+    final = root / step_dir_name(step, kind)
     tmp = root / (final.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
     files = []
     if model_state is not None:
-        save_model(model_state, str(tmp / MODEL_FILE), metadata={"format": "pt", "step": str(step)})
+        _save_weights(model_state, tmp / MODEL_FILE, step, frozen)
         files.append(MODEL_FILE)
     if optim_state is not None:
         torch.save(optim_state, tmp / OPTIM_FILE)
         files.append(OPTIM_FILE)
+    state = {**state, "kind": kind}
     (tmp / STATE_FILE).write_text(json.dumps(state, indent=1, default=_json_default) + "\n")
     files.append(STATE_FILE)
     for name in files:
         _fsync_file(tmp / name)
-    manifest = {"step": step, "time": time.time(),
-                "files": {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size} for n in files}}
+    manifest: dict[str, Any] = {
+        "step": step, "kind": kind, "time": time.time(),
+        "files": {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size} for n in files}}
+    if frozen:
+        manifest["frozen"] = frozen
     atomic_write_json(tmp / MANIFEST, manifest)  # last: its presence means "complete"
     fsync_dir(tmp)
-    if final.exists():  # re-reaching a step after a rollback: replace the old copy
+    if final.exists():  # re-reaching a step after a rollback or resume: replace the old copy
         old = root / (final.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)
@@ -105,8 +168,20 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+# ---------------------------------------------------------------- verification and discovery
+def _check_file(ckpt: Path, f: Path, meta: dict[str, Any], what: str) -> None:
+    if not f.is_file():
+        raise CheckpointError(f"checkpoint {ckpt}: {what} {f.name} listed in the manifest is missing")
+    if f.stat().st_size != meta["bytes"]:
+        raise CheckpointError(f"checkpoint {ckpt}: {what} {f.name} has {f.stat().st_size} bytes, manifest says "
+                              f"{meta['bytes']} (truncated or corrupted)")
+    if sha256_file(f) != meta["sha256"]:
+        raise CheckpointError(f"checkpoint {ckpt}: {what} {f.name} fails its sha256 checksum (corrupted)")
+
+
 def verify_checkpoint(path: Path) -> dict[str, Any]:
-    """Check the manifest and every file's size and sha256; return the manifest or raise CheckpointError."""
+    """Check the manifest and every file's size and sha256 (the shared frozen-parameter file
+    included); return the manifest or raise CheckpointError."""
     path = Path(path)
     mpath = path / MANIFEST
     if not mpath.is_file():
@@ -114,57 +189,92 @@ def verify_checkpoint(path: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(mpath.read_text())
         files = manifest["files"]
+        frozen = manifest.get("frozen")
+        shared = None if frozen is None else (str(frozen["file"]), frozen)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"checkpoint {path}: unreadable {MANIFEST} ({e})") from None
     for name, meta in files.items():
-        f = path / name
-        if not f.is_file():
-            raise CheckpointError(f"checkpoint {path}: file {name} listed in the manifest is missing")
-        if f.stat().st_size != meta["bytes"]:
-            raise CheckpointError(f"checkpoint {path}: {name} has {f.stat().st_size} bytes, manifest says "
-                                  f"{meta['bytes']} (truncated or corrupted)")
-        if sha256_file(f) != meta["sha256"]:
-            raise CheckpointError(f"checkpoint {path}: {name} fails its sha256 checksum (corrupted)")
+        _check_file(path, path / name, meta, "file")
+    if shared is not None:
+        if not FROZEN_RE.match(shared[0]):
+            raise CheckpointError(f"checkpoint {path}: {MANIFEST} names an invalid frozen file {shared[0]!r}")
+        try:
+            _check_file(path, path.parent / shared[0], shared[1], "shared frozen-parameter file")
+        except CheckpointError as e:
+            raise CheckpointError(f"{e}; it must sit next to the checkpoint directory, in {path.parent}") from None
     return manifest
 
 
-def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
-    """(step, dir) of every finished-looking checkpoint directory, newest first (not yet verified)."""
-    if not root.is_dir():
+def checkpoint_kind(manifest: dict[str, Any]) -> str:
+    """`full` or `weights` (manifests written before kinds existed are full ones)."""
+    return manifest.get("kind", FULL)
+
+
+def list_checkpoints(root: Path, kind: str = FULL) -> list[tuple[int, Path]]:
+    """(step, dir) of every finished-looking checkpoint directory of `kind` (`full`, `weights` or
+    `any`), newest first, a full one before a weights-only one of the same step (not yet verified)."""
+    if not Path(root).is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := STEP_RE.match(p.name))]
-    return sorted(found, reverse=True)
+    kinds = (FULL, WEIGHTS) if kind == "any" else (kind,)
+    found = []
+    for p in Path(root).iterdir():
+        for k in kinds:
+            if p.is_dir() and (m := _DIR_RE[k].match(p.name)):
+                found.append((int(m.group(1)), k == FULL, p))
+    return [(s, p) for s, _, p in sorted(found, key=lambda x: (x[0], x[1]), reverse=True)]
 
 
 def clean_partial(root: Path) -> list[Path]:
-    """Remove `step-N.tmp/` and `.old` leftovers of an interrupted write; returns what was removed."""
+    """Remove `<name>.tmp/` and `.old` leftovers of an interrupted write (and half-written frozen
+    files); returns what was removed."""
     removed = []
     if root.is_dir():
         for p in root.iterdir():
-            if p.is_dir() and (p.name.endswith(".tmp") or p.name.endswith(".old")) and p.name.startswith("step-"):
+            if p.is_dir() and p.name.endswith((".tmp", ".old")) and p.name.startswith(("step-", "weights-")):
                 shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+            elif p.is_file() and p.name.startswith(".frozen-") and p.name.endswith(".tmp"):
+                p.unlink(missing_ok=True)
                 removed.append(p)
     return removed
 
 
 def find_resume(root: Path, resume: str) -> Path | None:
-    """`auto`: the newest checkpoint that verifies (corrupted ones are skipped with a warning), or
-    None when there is none. Any other value is a checkpoint directory, which must verify."""
+    """`auto`: the newest FULL checkpoint that verifies (corrupted ones are skipped with a warning),
+    or None when there is none; weights-only checkpoints are never resumed from (a newer one is
+    reported in the log). Any other value is a full checkpoint directory, which must verify."""
     if resume != "auto":
         path = Path(resume)
         if not path.is_dir():
             raise CheckpointError(f"resume checkpoint {path} does not exist")
-        verify_checkpoint(path)
+        if checkpoint_kind(verify_checkpoint(path)) != FULL:
+            raise CheckpointError(f"checkpoint {path} is weights-only (kind: weights): it holds no optimizer, RNG or "
+                                  f"data-loader state, so training cannot resume from it; resume from a step-N "
+                                  f"checkpoint (--resume auto picks the newest), or load it with eval/generate/export")
         return path
+    found = None
     for _, path in list_checkpoints(root):
         try:
-            verify_checkpoint(path)
-            return path
+            if checkpoint_kind(verify_checkpoint(path)) == FULL:
+                found = path
+                break
         except CheckpointError as e:
             log.warning("skipping checkpoint: %s", e)
-    return None
+    _report_newer_light(root, found)
+    return found
 
 
+def _report_newer_light(root: Path, full: Path | None) -> None:
+    full_step = -1 if full is None else int(STEP_RE.match(full.name).group(1))
+    newer = [p.name for s, p in list_checkpoints(root, WEIGHTS) if s > full_step]
+    if newer:
+        log.warning("resume=auto: %s; the newer weights-only checkpoint(s) %s hold no optimizer, RNG or loader "
+                    "state and are not resumed from (steps after %d are trained again)",
+                    f"resuming from the full checkpoint {full.name}" if full else "no full checkpoint, starting fresh",
+                    ", ".join(sorted(newer)), max(full_step, 0))
+
+
+# ---------------------------------------------------------------- pointers and retention
 def set_pointer(root: Path, name: str, ckpt: Path) -> None:
     atomic_write_text(root / name, ckpt.name + "\n")
 
@@ -177,18 +287,54 @@ def read_pointer(root: Path, name: str) -> Path | None:
     return target if target.is_dir() else None
 
 
-def prune(root: Path, keep_last: int) -> list[Path]:
-    """Delete complete checkpoints beyond the newest `keep_last`, never the one `best` names."""
+def _prune(root: Path, victims: list[tuple[int, Path]]) -> list[Path]:
     best = read_pointer(root, "best")
     removed = []
-    for _, path in list_checkpoints(root)[keep_last:]:
+    for _, path in victims:
         if best is not None and path.resolve() == best.resolve():
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
+    return removed + prune_frozen(root)
+
+
+def prune(root: Path, keep_last: int) -> list[Path]:
+    """Delete full checkpoints beyond the newest `keep_last`, never the one `best` names (weights-only
+    checkpoints are not counted and not touched), then frozen files no manifest names any more."""
+    return _prune(root, list_checkpoints(root)[keep_last:])
+
+
+def prune_light(root: Path, keep_last: int, step: int) -> list[Path]:
+    """Delete weights-only checkpoints beyond the newest `keep_last`, and any newer than `step` (left
+    by an abandoned trajectory: a crash, a rollback or an earlier run); never `best`, never a full one."""
+    light = list_checkpoints(root, WEIGHTS)
+    return _prune(root, [x for x in light if x[0] > step] + [x for x in light if x[0] <= step][keep_last:])
+
+
+def prune_frozen(root: Path) -> list[Path]:
+    """Delete `frozen-*.safetensors` files that no checkpoint manifest names; keeps them all when a
+    manifest exists but cannot be read (its references are unknown)."""
+    root = Path(root)
+    frozen = [p for p in root.iterdir() if FROZEN_RE.match(p.name)] if root.is_dir() else []
+    if not frozen:
+        return []
+    used = set()
+    for _, path in list_checkpoints(root, "any"):
+        if not (path / MANIFEST).exists():
+            continue  # incomplete: never loaded, so its references do not matter
+        try:
+            ref = json.loads((path / MANIFEST).read_text()).get("frozen")
+        except (OSError, ValueError, AttributeError):
+            return []
+        if ref:
+            used.add(ref.get("file"))
+    removed = [p for p in frozen if p.name not in used]
+    for p in removed:
+        p.unlink(missing_ok=True)
     return removed
 
 
+# ---------------------------------------------------------------- loading
 def read_state(path: Path) -> dict[str, Any]:
     return json.loads((Path(path) / STATE_FILE).read_text())
 
@@ -202,45 +348,76 @@ def load_optimizer_file(path: Path, device: torch.device | str = "cpu") -> dict[
                               f"(weights_only=True): {str(e).splitlines()[0]}") from None
 
 
+def _frozen_ref(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((Path(path) / MANIFEST).read_text()).get("frozen")
+    except (OSError, ValueError):
+        return None
+
+
+def read_weights(path: Path, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors by name: model.safetensors plus the shared frozen file it names."""
+    sd = load_file(str(Path(path) / MODEL_FILE), device=str(device))
+    if (ref := _frozen_ref(path)) is not None:
+        sd.update(load_file(str(Path(path).parent / ref["file"]), device=str(device)))
+    return sd
+
+
 def load_weights(model: nn.Module, path: Path, device: torch.device | str = "cpu") -> None:
-    missing, unexpected = load_model(unwrap(model), str(Path(path) / MODEL_FILE), strict=False, device=str(device))
+    """Load the checkpoint's weights (frozen file included) into `model`; a tied twin of a loaded
+    tensor (wte/lm_head) counts as loaded, anything else missing or unexpected raises."""
+    raw = unwrap(model)
+    sd = read_weights(path, device)
+    try:
+        missing, unexpected = raw.load_state_dict(sd, strict=False)
+    except RuntimeError as e:  # shape mismatch
+        raise CheckpointError(f"checkpoint {path}: weights do not fit the model ({str(e).splitlines()[-1].strip()}); "
+                              f"was model.* changed?") from None
+    aliases: dict[int, list[str]] = {}
+    for name, t in raw.state_dict(keep_vars=True).items():
+        aliases.setdefault(id(t), []).append(name)
+    twins = {n: group for group in aliases.values() for n in group}
+    missing = [m for m in missing if not any(a in sd for a in twins.get(m, [m]))]
     if missing or unexpected:
         raise CheckpointError(f"checkpoint {path}: weights do not fit the model (missing {sorted(missing)[:5]}, "
                               f"unexpected {sorted(unexpected)[:5]}); was model.* changed?")
 
 
 def resolve(run_dir: Path, which: str) -> Path:
-    """`best` / `latest` pointer of RUN_DIR/checkpoints, or a checkpoint directory path."""
+    """`best` / `latest` / `newest` pointer of RUN_DIR/checkpoints, or a checkpoint directory path.
+    `best` falls back to `latest`, then `newest`; `newest` (absent in older runs) to `latest`."""
     root = Path(run_dir) / "checkpoints"
-    if which in ("best", "latest"):
-        path = read_pointer(root, which) or (read_pointer(root, "latest") if which == "best" else None)
+    chains = {"best": ("best", "latest", "newest"), "latest": ("latest",), "newest": ("newest", "latest")}
+    if which in chains:
+        path = next((p for name in chains[which] if (p := read_pointer(root, name)) is not None), None)
         if path is None:
             raise CheckpointError(f"no {which} checkpoint in {root}: train first (`lmforge train`) or pass a "
                                   f"checkpoint directory")
         return path
     path = Path(which)
     if not path.is_dir():
-        raise CheckpointError(f"checkpoint {path} does not exist (expected best, latest or a checkpoint directory)")
+        raise CheckpointError(f"checkpoint {path} does not exist (expected best, latest, newest or a checkpoint "
+                              f"directory)")
     return path
 
 
 def load_for_inference(run_dir: str | Path, which: str = "best", device: str = "cpu") -> tuple[nn.Module, Any, dict]:
-    """(model in eval mode, tokenizer, info) from a verified checkpoint of RUN_DIR.
+    """(model in eval mode, tokenizer, info) from a verified checkpoint of RUN_DIR, full or weights-only.
 
-    info: path, step, tokens_seen, val_loss, config (the run's resolved config as a dict).
+    info: path, kind, step, tokens_seen, val_loss, config (the run's resolved config as a dict).
     """
     from lmforge.config import ModelConfig
     from lmforge.model import GPT
     from lmforge.tokenizer import load_tokenizer
 
     path = resolve(Path(run_dir), which)
-    verify_checkpoint(path)
+    manifest = verify_checkpoint(path)
     state = read_state(path)
     model = GPT(ModelConfig(**state["config"]["model"]))
     load_weights(model, path, device)
     model.to(device).eval()
     tok_dir = Path(run_dir) / "tokenizer"
     tokenizer = load_tokenizer(tok_dir) if tok_dir.exists() else None
-    info = {"path": str(path), "step": state["step"], "tokens_seen": state.get("tokens_seen"),
-            "val_loss": state.get("val_loss"), "config": state["config"]}
+    info = {"path": str(path), "kind": checkpoint_kind(manifest), "step": state["step"],
+            "tokens_seen": state.get("tokens_seen"), "val_loss": state.get("val_loss"), "config": state["config"]}
     return model, tokenizer, info

@@ -75,6 +75,12 @@ class TrainConfig:
     """Checkpoint every N steps (and at the end); 0 = only at the end."""
     keep_last: int = 2
     """Complete checkpoints kept besides `best`."""
+    light_ckpt_every: int = 0
+    """Also write a weights-only checkpoint (`checkpoints/weights-N/`: model.safetensors + state.json,
+    no optimiser, RNG or loader state) every N steps that are not full-checkpoint steps; eval, generate
+    and export load them (`--checkpoint newest` or the directory), `--resume auto` never does. 0 = off."""
+    light_keep_last: int = 2
+    """Weights-only checkpoints kept besides `best`; they never cause a full checkpoint to be deleted."""
     log_every: int = 10
     """Write a `train` metrics event every N steps."""
     precision: str = "auto"
@@ -142,6 +148,8 @@ class TrainConfig:
         _check(self.eval_every >= 0, "train.eval_every", "must be >= 0")
         _check(self.ckpt_every >= 0, "train.ckpt_every", "must be >= 0")
         _check(self.keep_last >= 1, "train.keep_last", "must be >= 1")
+        _check(self.light_ckpt_every >= 0, "train.light_ckpt_every", f"must be >= 0, got {self.light_ckpt_every}")
+        _check(self.light_keep_last >= 1, "train.light_keep_last", f"must be >= 1, got {self.light_keep_last}")
         _check(self.log_every > 0, "train.log_every", "must be > 0")
         _check(self.precision in ("auto", "fp32", "bf16", "fp16"), "train.precision",
                f"must be auto, fp32, bf16 or fp16, got {self.precision!r}")

@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from safetensors.torch import load_file
 
 from lmforge.train import checkpoint as ck
 
@@ -30,6 +29,23 @@ def _options(**kw: Any):
     return StateDictOptions(full_state_dict=True, **kw)
 
 
+def _full_module(raw: nn.Module, msd: dict[str, torch.Tensor]) -> nn.Module:
+    """A plain GPT holding the gathered full state dict, with `raw`'s requires_grad flags (so frozen
+    parameters are still recognised as such by the checkpoint writer)."""
+    from lmforge.model import GPT
+
+    with torch.device("meta"):
+        full = GPT(raw.cfg)
+    # own storage per tensor: gathered tensors can be views of one flat buffer, which safetensors refuses
+    full.load_state_dict({k: v.clone() for k, v in msd.items()}, assign=True)
+    if raw.cfg.tie_embeddings:
+        full.lm_head.weight = full.wte.weight
+    flags = {n: p.requires_grad for n, p in raw.named_parameters(remove_duplicate=False)}
+    for n, p in full.named_parameters(remove_duplicate=False):
+        p.requires_grad_(flags.get(n, True))
+    return full
+
+
 def gather_for_save(raw: nn.Module, optimizer: torch.optim.Optimizer, rank: int) -> tuple[nn.Module | None, dict]:
     """(module whose weights rank 0 writes, optimiser state rank 0 writes). Collective under FSDP:
     every rank must call it; other ranks get (None, {})."""
@@ -41,15 +57,18 @@ def gather_for_save(raw: nn.Module, optimizer: torch.optim.Optimizer, rank: int)
     osd = get_optimizer_state_dict(raw, optimizer, options=_options(cpu_offload=True))
     if rank != 0:
         return None, {}
-    from lmforge.model import GPT
+    return _full_module(raw, msd), osd
 
-    with torch.device("meta"):
-        full = GPT(raw.cfg)
-    # own storage per tensor: gathered tensors can be views of one flat buffer, which safetensors refuses
-    full.load_state_dict({k: v.clone() for k, v in msd.items()}, assign=True)
-    if raw.cfg.tie_embeddings:
-        full.lm_head.weight = full.wte.weight
-    return full, osd
+
+def gather_weights_for_save(raw: nn.Module, rank: int) -> nn.Module | None:
+    """The module whose weights rank 0 writes in a weights-only checkpoint (no optimiser gather).
+    Collective under FSDP: every rank must call it; other ranks get None."""
+    if not is_fsdp(raw):
+        return raw if rank == 0 else None
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    msd = get_model_state_dict(raw, options=_options(cpu_offload=True))
+    return _full_module(raw, msd) if rank == 0 else None
 
 
 def load_model_and_optimizer(raw: nn.Module, optimizer: torch.optim.Optimizer, path: Path) -> dict[str, Any]:
@@ -61,7 +80,7 @@ def load_model_and_optimizer(raw: nn.Module, optimizer: torch.optim.Optimizer, p
         return blob
     from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
-    sd = load_file(str(Path(path) / ck.MODEL_FILE))
+    sd = ck.read_weights(path)  # model.safetensors + the shared frozen file, if any
     if raw.cfg.tie_embeddings:  # safetensors keeps one name of a tied pair
         shared = sd.get("wte.weight", sd.get("lm_head.weight"))
         sd["wte.weight"] = sd["lm_head.weight"] = shared

@@ -1,4 +1,5 @@
-"""The standard callbacks: NaN/Inf policy, metrics + progress bar, periodic validation, checkpoints."""
+"""The standard callbacks: NaN/Inf policy, metrics + progress bar, periodic validation; checkpoints
+are in callbacks/checkpoint.py (re-exported here)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ from typing import TYPE_CHECKING
 
 from lmforge.errors import LmforgeError
 from lmforge.train.callbacks.base import Callback
+from lmforge.train.callbacks.checkpoint import CheckpointCallback
 
 if TYPE_CHECKING:
     from lmforge.train.step import StepResult
     from lmforge.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
+__all__ = ["AnomalyCallback", "CheckpointCallback", "EvalCallback", "LogCallback"]
 
 
 class AnomalyCallback(Callback):
@@ -124,16 +127,3 @@ class EvalCallback(Callback):
         # a stop request (SIGTERM, SIGINT) means "save and go": no final evaluation
         if trainer.state.val_step != trainer.state.step and not trainer.stop_requested:
             self._run(trainer)
-
-
-class CheckpointCallback(Callback):
-    """Checkpoint every `ckpt_every` steps, at the end, and when a stop signal arrived."""
-
-    def post_step(self, trainer: Trainer, result: StepResult) -> None:
-        every = trainer.cfg.train.ckpt_every
-        if every and trainer.state.step % every == 0:
-            trainer.save_checkpoint()
-
-    def post_train(self, trainer: Trainer) -> None:
-        if trainer.state.ckpt_step != trainer.state.step:
-            trainer.save_checkpoint()
