@@ -7,7 +7,8 @@ same dimensions in a plain PyTorch loop (when `transformers` is installed).
 
 MFU here = model FLOPs per token (6N + attention, `GPT.flops_per_token`) x tokens/s, divided by the
 measured dense matmul rate (2048^3) of the same dtype, or of fp32 when that is faster (CPUs without
-native bf16 emulate it slowly): the share of the achievable peak we reach.
+native bf16 emulate it slowly): the share of the achievable peak we reach. The runs compared take
+turns step by step in one process, so load from other processes falls on all of them alike.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import statistics
 import time
 
 import torch
@@ -46,7 +48,8 @@ def batches(vocab: int, b: int, t: int, n: int) -> list[Batch]:
     return out
 
 
-def lmforge_tps(args, precision: str) -> tuple[float, float]:
+def lmforge_stepper(args, precision: str):
+    """A closure running one lmforge training step on a given batch, and the model's FLOPs/token."""
     cfg = config_from_dict({"model": {"preset": "small", "vocab_size": args.vocab, "block_size": args.seq},
                             "train": {"lr": 1e-3, "compile": args.compile}})
     torch.manual_seed(0)
@@ -56,17 +59,12 @@ def lmforge_tps(args, precision: str) -> tuple[float, float]:
     ac = (functools.partial(torch.autocast, "cpu", dtype=torch.bfloat16) if precision == "bf16"
           else contextlib.nullcontext)
     s = StepSettings(grad_clip=1.0, autocast=ac)
-    data = batches(args.vocab, args.batch, args.seq, args.warmup + args.steps)
-    for b in data[:args.warmup]:
-        train_step(run, opt, [b], s)
-    t0 = time.perf_counter()
-    for b in data[args.warmup:]:
-        train_step(run, opt, [b], s)
-    dt = time.perf_counter() - t0
-    return args.steps * args.batch * args.seq / dt, model.flops_per_token(args.seq)
+    return (lambda b: train_step(run, opt, [b], s)), model.flops_per_token(args.seq)
 
 
-def hf_tps(args) -> float | None:
+def hf_stepper(args):
+    """The same dimensions as Hugging Face LlamaForCausalLM in a plain PyTorch loop (None without
+    transformers)."""
     try:
         from transformers import LlamaConfig, LlamaForCausalLM
     except ImportError:
@@ -81,7 +79,6 @@ def hf_tps(args) -> float | None:
     model = LlamaForCausalLM(hf_cfg)
     model.config._attn_implementation = "sdpa"
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1, betas=(0.9, 0.95))
-    data = batches(args.vocab, args.batch, args.seq, args.warmup + args.steps)
 
     def step(b: Batch) -> None:
         logits = model(input_ids=b.input_ids).logits  # same loss as lmforge: fp32 cross-entropy
@@ -91,12 +88,22 @@ def hf_tps(args) -> float | None:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    for b in data[:args.warmup]:
-        step(b)
-    t0 = time.perf_counter()
-    for b in data[args.warmup:]:
-        step(b)
-    return args.steps * args.batch * args.seq / (time.perf_counter() - t0)
+    return step
+
+
+def interleaved(steppers: dict, data: list[Batch], warmup: int) -> dict[str, list[float]]:
+    """Step times of each stepper, taking turns step by step, so that load from other processes on
+    a shared machine falls on all of them alike."""
+    for b in data[:warmup]:
+        for fn in steppers.values():
+            fn(b)
+    times: dict[str, list[float]] = {k: [] for k in steppers}
+    for b in data[warmup:]:
+        for k, fn in steppers.items():
+            t0 = time.perf_counter()
+            fn(b)
+            times[k].append(time.perf_counter() - t0)
+    return times
 
 
 def main() -> None:
@@ -115,23 +122,31 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(f"small preset, micro-batch {args.batch} x {args.seq}, vocab {args.vocab}, "
           f"{torch.get_num_threads()} threads, compile={args.compile}, torch {torch.__version__}")
-    rows = []
-    print(f"{'run':<16} {'tokens/s':>10} {'model GFLOP/s':>14} {'matmul GFLOP/s':>15} {'MFU':>7}", flush=True)
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
     fp32_peak = matmul_rate(torch.float32)
+    steppers, flops = {}, 0.0
     for precision in args.precisions.split(","):
+        steppers["lmforge " + precision], flops = lmforge_stepper(args, precision)
+    hf = None if args.no_hf else hf_stepper(args)
+    if hf is not None:
+        steppers["HF Llama fp32"] = hf
+    elif not args.no_hf:
+        print("transformers not installed: no LlamaForCausalLM baseline")
+    data = batches(args.vocab, args.batch, args.seq, args.warmup + args.steps)
+    times = interleaved(steppers, data, args.warmup)
+    tokens = args.batch * args.seq
+    print(f"{'run':<16} {'tokens/s (median)':>18} {'best':>9} {'model GFLOP/s':>14} {'matmul GFLOP/s':>15} {'MFU':>7}")
+    for name, ts in times.items():
+        prec = name.split()[-1]
         # the achievable dense rate: this dtype's, or fp32's where the CPU emulates bf16 more slowly
-        peak = max(fp32_peak, matmul_rate(dtypes[precision], reps=1 if precision == "bf16" else 5))
-        tps, fpt = lmforge_tps(args, precision)
-        rows.append((tps, fpt * tps / peak))
-        print(f"{'lmforge ' + precision:<16} {tps:>10,.0f} {fpt * tps / 1e9:>14.1f} {peak / 1e9:>15.1f} "
-              f"{fpt * tps / peak:>6.1%}", flush=True)
-    if not args.no_hf:
-        hf = hf_tps(args)
-        if hf is None:
-            print("transformers not installed: no LlamaForCausalLM baseline")
-        else:
-            print(f"{'HF Llama fp32':<16} {hf:>10,.0f}   lmforge fp32 / HF = {rows[0][0] / hf:.2f}x")
+        peak = fp32_peak if prec == "fp32" else max(fp32_peak, matmul_rate(dtypes[prec], reps=1))
+        tps, best = tokens / statistics.median(ts), tokens / min(ts)
+        print(f"{name:<16} {tps:>18,.0f} {best:>9,.0f} {flops * tps / 1e9:>14.1f} {peak / 1e9:>15.1f} "
+              f"{flops * tps / peak:>6.1%}")
+    if hf is not None and "lmforge fp32" in times:
+        med = statistics.median(times["HF Llama fp32"]) / statistics.median(times["lmforge fp32"])
+        best = min(times["HF Llama fp32"]) / min(times["lmforge fp32"])
+        print(f"lmforge fp32 / HF Llama fp32 tokens/s: {med:.2f}x (median step), {best:.2f}x (best step)")
 
 
 if __name__ == "__main__":

@@ -73,14 +73,18 @@ class Rotary(nn.Module):
         self.register_buffer("cos", freqs.cos(), persistent=False)
         self.register_buffer("sin", freqs.sin(), persistent=False)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        # x: (B, nh, T, hd); positions: (T,) or (B, T)
+    def tables(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin for `positions` (T,) or (B, T), shaped to broadcast over (B, T, heads, hd/2).
+        Computed once per forward and shared by every layer."""
         cos, sin = self.cos[positions], self.sin[positions]  # (T, hd/2) or (B, T, hd/2)
-        if cos.dim() == 3:
-            cos, sin = cos[:, None], sin[:, None]
+        return cos.unsqueeze(-2), sin.unsqueeze(-2)
+
+    @staticmethod
+    def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """Rotate x (B, T, heads, hd) by the tables; the two halves of each head form the pairs
+        (the `rotate_half` convention of Hugging Face Llama, so exported weights need no permutation)."""
         x1, x2 = x.float().chunk(2, dim=-1)
-        out = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
-        return out.type_as(x)
+        return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
 
 
 class Attention(nn.Module):
@@ -96,17 +100,19 @@ class Attention(nn.Module):
         self.dropout = cfg.dropout
         self.resid_drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, rope: Rotary | None, positions: torch.Tensor,
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
                 mask: torch.Tensor | None, kv_cache: KVCache | None) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split([self.n_head * self.hd, self.n_kv * self.hd, self.n_kv * self.hd], dim=-1)
-        q = q.view(B, T, self.n_head, self.hd).transpose(1, 2)  # (B, nh, T, hd)
-        k = k.view(B, T, self.n_kv, self.hd).transpose(1, 2)  # (B, nkv, T, hd)
-        v = v.view(B, T, self.n_kv, self.hd).transpose(1, 2)
+        nh, nkv = self.n_head, self.n_kv
+        qkv = self.c_attn(x).view(B, T, nh + 2 * nkv, self.hd)  # heads stay in (B, T, h, hd) until SDPA
+        q, k, v = qkv.split([nh, nkv, nkv], dim=2)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        if rope is not None:
-            q, k = rope(q, positions), rope(k, positions)
+            if rope is not None:
+                q, k = Rotary.rotate(q, *rope), Rotary.rotate(k, *rope)
+        elif rope is not None:  # one rotation for the q and k heads together: half the small ops
+            q, k = Rotary.rotate(qkv[:, :, :nh + nkv], *rope).split([nh, nkv], dim=2)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, h, T, hd)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer, k, v)
         is_causal = mask is None and (kv_cache is None or kv_cache.pos == 0) and T > 1
@@ -143,8 +149,8 @@ class Block(nn.Module):
         self.ln_1, self.attn = _norm(cfg, cfg.n_embd), Attention(cfg, layer)
         self.ln_2, self.mlp = _norm(cfg, cfg.n_embd), MLP(cfg)
 
-    def forward(self, x, rope, positions, mask, kv_cache):
-        x = x + self.attn(self.ln_1(x), rope, positions, mask, kv_cache)
+    def forward(self, x, rope, mask, kv_cache):
+        x = x + self.attn(self.ln_1(x), rope, mask, kv_cache)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -204,12 +210,13 @@ class GPT(nn.Module):
         if self.wpe is not None:
             x = x + self.wpe(positions)
         x = self.drop(x)
+        rope = self.rope.tables(positions) if self.rope is not None else None
         for block in self.blocks:
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
                 # keep only the block input; recompute its activations during backward (RNG replayed)
-                x = checkpoint(block, x, self.rope, positions, mask, kv_cache, use_reentrant=False)
+                x = checkpoint(block, x, rope, mask, kv_cache, use_reentrant=False)
             else:
-                x = block(x, self.rope, positions, mask, kv_cache)
+                x = block(x, rope, mask, kv_cache)
         if kv_cache is not None:
             kv_cache.pos += T
         return self.lm_head(self.ln_f(x))  # (B, T, V)
