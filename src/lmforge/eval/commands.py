@@ -141,7 +141,7 @@ def register(subparsers) -> None:
     """Add the eval-stage subcommands to the `lmforge` parser."""
     p = subparsers.add_parser("eval", help="validation loss, perplexity, bits/byte and a report (eval/report.md)")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    p.add_argument("--checkpoint", default="best", metavar="best|latest|PATH", help="checkpoint (default best)")
+    p.add_argument("--checkpoint", default="best", metavar="best|latest|newest|PATH", help="checkpoint (default best)")
     p.add_argument("--data", type=Path, default=None, metavar="FILE",
                    help="also evaluate this plain-text or JSONL file (documents as --txt-mode says)")
     p.add_argument("--txt-mode", default="paragraphs", choices=["file", "paragraphs", "lines"],
@@ -161,7 +161,7 @@ def register(subparsers) -> None:
     p.add_argument("--prompt", action="append", default=[], metavar="TEXT", help="prompt (repeatable)")
     p.add_argument("--num-samples", type=int, default=1, help="continuations per prompt (default 1)")
     p.add_argument("--interactive", action="store_true", help="read prompts from the terminal, one per line")
-    p.add_argument("--checkpoint", default="best", metavar="best|latest|PATH")
+    p.add_argument("--checkpoint", default="best", metavar="best|latest|newest|PATH")
     p.add_argument("--device", default="auto")
     _add_sampling_args(p)
     p.set_defaults(func=cmd_generate)
@@ -170,7 +170,7 @@ def register(subparsers) -> None:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--format", default="hf", choices=["hf"], help="export format (hf = transformers)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR", help="output folder (default RUN_DIR/export/hf)")
-    p.add_argument("--checkpoint", default="best", metavar="best|latest|PATH")
+    p.add_argument("--checkpoint", default="best", metavar="best|latest|newest|PATH")
     p.set_defaults(func=cmd_export)
 
     p = subparsers.add_parser("rate", help="rate eval/samples.jsonl 1-5 for fluency, coherence, creativity")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fnmatch
 import functools
 import hashlib
 import logging
@@ -200,6 +201,26 @@ def build_trainer(cfg: Config, run_dir: Path, *, resume: str | None = None) -> t
     return trainer, lock, lambda: None
 
 
+def freeze_parameters(model: nn.Module, patterns: list[str]) -> list[str]:
+    """Set requires_grad=False on parameters whose name matches any glob in `patterns`
+    (`wte.weight`, `blocks.0.*`); returns their names. A pattern matching nothing is an error."""
+    if not patterns:
+        return []
+    names = [n for n, _ in model.named_parameters()]
+    for pat in patterns:
+        if not any(fnmatch.fnmatchcase(n, pat) for n in names):
+            raise LmforgeError(f"config key 'train.freeze': pattern {pat!r} matches no parameter; "
+                               f"names look like {', '.join(names[:4])}, ...")
+    frozen = [n for n, p in model.named_parameters() if any(fnmatch.fnmatchcase(n, pat) for pat in patterns)]
+    for n, p in model.named_parameters():
+        if n in frozen:
+            p.requires_grad_(False)
+    if len(frozen) == len(names):
+        raise LmforgeError("config key 'train.freeze': every parameter would be frozen; nothing left to train")
+    log.info("frozen parameters (%d): %s", len(frozen), ", ".join(frozen))
+    return frozen
+
+
 def assemble(cfg: Config, run_dir: Path, device: torch.device, dist_info: DistInfo, train_loader: Any,
              make_val_loader: Any, fingerprint: str, callbacks: list | None = None) -> Trainer:
     """Model, optimiser, precision, wrappers and callbacks around ready-made loaders."""
@@ -207,6 +228,7 @@ def assemble(cfg: Config, run_dir: Path, device: torch.device, dist_info: DistIn
     precision = resolve_precision(t.precision, device)
     raw = build_model(cfg, device)
     raw.grad_checkpointing = t.grad_checkpointing
+    freeze_parameters(raw, t.freeze)  # before the wrappers and the optimiser, which see only trainable ones
     model: nn.Module = raw
     if dist_info.world_size > 1:
         model = wrap_distributed(raw, t.distributed, device)
@@ -233,7 +255,7 @@ def start_or_resume(trainer: Trainer, resume: str | None) -> Path | None:
         for p in ck.clean_partial(root):
             log.warning("removed incomplete checkpoint %s (interrupted write)", p)
     if resume is None:
-        existing = ck.list_checkpoints(root)
+        existing = ck.list_checkpoints(root, "any")  # weights-only ones too: they belong to a run
         if existing:
             raise LmforgeError(f"{root} already holds checkpoints (newest {existing[0][1].name}) of an earlier run; "
                                f"continue it with --resume auto (train(..., resume='auto')), or delete {root} "

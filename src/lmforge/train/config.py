@@ -79,6 +79,9 @@ class TrainConfig:
     """Also write a weights-only checkpoint (`checkpoints/weights-N/`: model.safetensors + state.json,
     no optimiser, RNG or loader state) every N steps that are not full-checkpoint steps; eval, generate
     and export load them (`--checkpoint newest` or the directory), `--resume auto` never does. 0 = off."""
+    freeze: list[str] = field(default_factory=list)
+    """Glob patterns of parameter names to freeze (requires_grad=False), e.g. `["wte.weight",
+    "blocks.0.*"]`: not updated, not in the optimiser, written once per run in checkpoints."""
     light_keep_last: int = 2
     """Weights-only checkpoints kept besides `best`; they never cause a full checkpoint to be deleted."""
     log_every: int = 10

@@ -233,7 +233,7 @@ class Trainer:
             is_best = s.val_loss is not None and s.val_step == s.step and s.val_loss == s.best_val_loss
             path = self.ckpt_writer.save(s.step, module, optim, s_dict, is_best=is_best,
                                          fresh=module is not self.raw_model)
-            self.writer.log("event", s.step, event="checkpoint", path=str(path),
+            self.writer.log("event", s.step, event="checkpoint", path=str(path), ckpt_kind="full",
                             stall_s=time.perf_counter() - t0, asynchronous=self.ckpt_writer.asynchronous)
         s.ckpt_step = s.step
         self.last_ckpt = path or self.ckpt_root / ck.step_dir_name(s.step)
