@@ -87,9 +87,23 @@ def test_param_groups_decay_only_matmul_weights(tie):
     assert 4 * 2 == sum(1 for n in decayed if "blocks" in n and n.endswith("weight"))
 
 
-def test_build_optimizer_cpu_not_fused():
+def test_build_optimizer_cpu_fused_matches_the_reference_adamw():
     m = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=20))
-    opt = build_optimizer(m, TrainConfig(lr=1e-3, beta1=0.8, beta2=0.9), torch.device("cpu"))
+    ref = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=20))
+    ref.load_state_dict(m.state_dict())
+    cfg = TrainConfig(lr=1e-2, beta1=0.8, beta2=0.9, weight_decay=0.1)
+    opt = build_optimizer(m, cfg, torch.device("cpu"))
     assert isinstance(opt, torch.optim.AdamW)
-    assert opt.param_groups[0]["betas"] == (0.8, 0.9)
-    assert not opt.param_groups[0].get("fused")
+    assert opt.param_groups[0]["betas"] == (0.8, 0.9) and opt.param_groups[0]["fused"]
+    from lmforge.train.optim import param_groups
+
+    plain = torch.optim.AdamW(param_groups(ref, cfg.weight_decay), lr=cfg.lr, betas=(0.8, 0.9), eps=cfg.eps,
+                              foreach=False)
+    x = torch.randint(0, 20, (2, 8))
+    for _ in range(3):
+        for model, o in ((m, opt), (ref, plain)):
+            model(x).square().mean().backward()
+            o.step()
+            o.zero_grad()
+    for (n, a), (_, b) in zip(m.named_parameters(), ref.named_parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=n)
