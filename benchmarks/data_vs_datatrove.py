@@ -74,6 +74,14 @@ def compare_extraction(pages: list[Document]) -> None:
           f"{agree / len(pages):8.1%}   identical text on {same_text}/{len(pages)} pages")
 
 
+# Why a kind of disagreement remains (ours / datatrove reason). Word splitting is no longer one:
+# lmforge.data.filters.words follows spaCy's English tokenizer, which datatrove uses.
+EXPLAIN = {
+    ("keep", "gopher_enough_stop_words"): "datatrove matches the stop words case-sensitively (a text whose only "
+    "stop words are 'The', 'To', 'And' fails); lmforge lowercases: the Gopher rule asks for the words",
+}
+
+
 def compare_filter(name: str, ours, theirs, texts: list[str], repeat: int) -> list[str]:
     from datatrove.data import Document as DTDoc
 
@@ -91,7 +99,14 @@ def compare_filter(name: str, ours, theirs, texts: list[str], repeat: int) -> li
     kinds = Counter((x[1] or "keep", y[1] or "keep") for x, y in zip(a, b) if x[0] != y[0])
     print(f"{name:28s} {ours_rate:9.1f} {dt_rate:10.1f} {ours_rate / dt_rate:6.2f}x {agree / len(texts):8.1%}"
           f"   kept {sum(x[0] for x in a)} vs {sum(y[0] for y in b)}")
-    return [f"    {name}: ours {k[0]} / datatrove {k[1]}: {n}" for k, n in kinds.most_common(6)]
+    notes = []
+    for k, n in kinds.most_common(6):
+        notes.append(f"    {name}: ours {k[0]} / datatrove {k[1]}: {n}")
+        if k in EXPLAIN:
+            notes.append(f"      why: {EXPLAIN[k]}")
+        examples = [t for t, x, y in zip(texts, a, b) if x[0] != y[0] and (x[1] or "keep", y[1] or "keep") == k]
+        notes += [f"      e.g. {t[:100]!r}" for t in examples[:2]]
+    return notes
 
 
 def compare_minhash(texts: list[str]) -> None:

@@ -57,9 +57,23 @@ def _input_fingerprint(inputs: list[str]) -> list[Any]:
     return out
 
 
+def _reference_fingerprint(cfg: Config) -> Any:
+    """The perplexity filter's reference checkpoint, when one is set: a retrained or moved reference
+    reruns the data stage and, through the chained fingerprints, every later stage."""
+    ppl = cfg.data.perplexity
+    if not (ppl.enabled and ppl.model):
+        return None
+    from lmforge.eval.docscore import reference_identity
+
+    try:
+        return reference_identity(ppl.model)
+    except LmforgeError:  # missing: the data stage itself names the problem if it has to run
+        return {"missing": str(ppl.model)}
+
+
 def _stage_fingerprints(cfg: Config) -> dict[str, str]:
     fps: dict[str, str] = {}
-    fps["data"] = fingerprint(cfg.data, _input_fingerprint(cfg.data.inputs))
+    fps["data"] = fingerprint(cfg.data, _input_fingerprint(cfg.data.inputs), _reference_fingerprint(cfg))
     fps["tokenizer"] = fingerprint(cfg.tokenizer, fps["data"])
     fps["tokenize"] = fingerprint(cfg.tokens, fps["tokenizer"])
     fps["train"] = fingerprint(cfg.model, cfg.train, fps["tokenize"])
@@ -88,7 +102,16 @@ def run_data(cfg: Config, run_dir: Path, *, force: bool = False) -> bool:
 
     out = run_dir / "data"
     fp = _stage_fingerprints(cfg)["data"]
-    return _run_stage("data", out, fp, lambda: run_data_stage(cfg.data, out, progress=cfg.train.progress), force)
+    lm = None
+    ppl = cfg.data.perplexity
+    if ppl.enabled and ppl.model:  # the data stage may not import the model: inject a loader (checked now)
+        from lmforge.eval.docscore import doc_scorer_factory
+
+        workers = cfg.data.workers  # worker processes share the cores
+        threads = ppl.threads or (max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None)
+        lm = doc_scorer_factory(ppl.model, device=ppl.device, batch_size=ppl.batch_size, threads=threads)
+    return _run_stage("data", out, fp, lambda: run_data_stage(cfg.data, out, progress=cfg.train.progress,
+                                                              perplexity_lm=lm), force)
 
 
 def run_tokenizer(cfg: Config, run_dir: Path, *, force: bool = False) -> bool:

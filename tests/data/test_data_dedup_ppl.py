@@ -124,3 +124,39 @@ def test_perplexity_filter(tmp_path):
     bad = Document("b", "Qxzv kjwq pflt zzkq vvbnx wqpl.", {})
     assert f.filter(good) is True and good.meta["perplexity"] < 50
     assert f.filter(bad) == (False, "perplexity_too_high") and bad.meta["perplexity"] > 50
+
+
+class _BatchScorer:
+    """A reference model with a batch method: perplexity = 10 × word count (known values)."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def perplexities(self, texts):
+        self.batches.append(len(texts))
+        return [10.0 * len(t.split()) for t in texts]
+
+    def perplexity(self, text):
+        raise AssertionError("the filter must use the batch method")
+
+
+def test_perplexity_filter_batches_an_injected_model():
+    scorer = _BatchScorer()
+    f = PerplexityFilter(PerplexityConfig(enabled=True, model="ref", max_perplexity=45, batch_size=3),
+                         lm_factory=lambda: scorer)
+    docs = [Document(str(i), " ".join(["word"] * (i % 7 + 1)), {}) for i in range(8)]  # 1..7, 1 words
+    kept, rejected = _run(f, docs)
+    assert scorer.batches == [3, 3, 2]
+    assert kept == ["0", "1", "2", "3", "7"]  # ≤ 4 words: perplexity ≤ 40
+    assert [(d.id, d.meta["reject_reason"], d.meta["perplexity"]) for d in rejected] == [
+        ("4", "perplexity_too_high", 50.0), ("5", "perplexity_too_high", 60.0), ("6", "perplexity_too_high", 70.0)]
+    assert all("_ppl" not in d.meta for d in rejected) and f.stats.docs_in == 8 and f.stats.docs_out == 5
+
+
+def test_perplexity_model_without_factory_is_an_error():
+    from lmforge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data\.perplexity\.model is set \(runs/ref\)"):
+        PerplexityFilter(PerplexityConfig(enabled=True, model="runs/ref"))
+    with pytest.raises(ConfigError, match=r"data\.perplexity\.batch_size"):
+        PerplexityConfig(batch_size=0)

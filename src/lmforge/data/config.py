@@ -14,7 +14,8 @@ from lmforge.validate import frac as _frac
 @dataclass(kw_only=True)
 class GopherQualityConfig:
     """Gopher quality rules (Rae et al. 2021, appendix A); defaults are the published values.
-    Words are counted without pure-punctuation tokens."""
+    Words are spaCy-style English tokens (as datatrove counts them) without pure-punctuation tokens;
+    stop words match case-insensitively."""
 
     enabled: bool = False
     min_words: int = 50
@@ -140,7 +141,8 @@ class LanguageConfig:
 
 @dataclass(kw_only=True)
 class PerplexityConfig:
-    """Reject documents a reference n-gram language model finds too surprising."""
+    """Reject documents a reference language model finds too surprising: a word n-gram model trained
+    on `reference`, or an lmforge checkpoint (`model`)."""
 
     enabled: bool = False
     reference: list[str] = field(default_factory=lambda: ["builtin:stdlib"])
@@ -151,11 +153,30 @@ class PerplexityConfig:
     """Reject (`perplexity_too_high`) above this word-level perplexity."""
     max_reference_chars: int = 20_000_000
     """Train on at most this many characters of the reference."""
+    model: str | None = None
+    """An lmforge model as the reference instead of the n-gram model: a run directory (its best
+    checkpoint, else latest), `RUN/checkpoints/step-N` or `RUN/checkpoints/latest`; the run's
+    tokenizer/tokenizer.json is needed too. Perplexity stays word-level (exp(token NLL / words)), so
+    `max_perplexity` keeps its meaning. `reference` and `order` are then unused."""
+    device: str = "cpu"
+    """Where the reference model runs: `cpu`, `cuda` or `auto` (with `model` only)."""
+    batch_size: int = 16
+    """Rows of `block_size` tokens per forward pass when scoring with `model`."""
+    threads: int = 0
+    """torch CPU threads while scoring with `model`; 0 = the cores divided by `data.workers` (with one
+    worker: torch's default). On a busy machine small models run far faster with 1."""
 
     def __post_init__(self) -> None:
         _check(1 <= self.order <= 6, "data.perplexity.order", "must be in 1..6")
         _check(self.max_perplexity > 1, "data.perplexity.max_perplexity", "must be > 1")
-        _check(bool(self.reference) or not self.enabled, "data.perplexity.reference", "needs at least one input")
+        _check(bool(self.reference) or bool(self.model) or not self.enabled, "data.perplexity.reference",
+               "needs at least one input (or set data.perplexity.model)")
+        _check(self.model is None or bool(str(self.model).strip()), "data.perplexity.model",
+               "must be a path or null")
+        _check(self.device in ("cpu", "cuda", "auto"), "data.perplexity.device",
+               f"must be cpu, cuda or auto, got {self.device!r}")
+        _check(self.batch_size > 0, "data.perplexity.batch_size", "must be > 0")
+        _check(self.threads >= 0, "data.perplexity.threads", "must be >= 0 (0 = automatic)")
 
 
 @dataclass(kw_only=True)
@@ -171,8 +192,9 @@ class NearDedupConfig:
     seed: int = 1
 
     def __post_init__(self) -> None:
-        _check(self.ngram >= 1, "data.near_dedup.ngram", "must be >= 1")
-        _check(self.bands >= 1 and self.rows >= 1, "data.near_dedup.bands", "bands and rows must be >= 1")
+        _check(1 <= self.ngram <= 64, "data.near_dedup.ngram", "must be in 1..64")
+        _check(1 <= self.bands <= 99, "data.near_dedup.bands", "must be in 1..99")
+        _check(1 <= self.rows <= 64, "data.near_dedup.rows", "must be in 1..64")
 
 
 @dataclass(kw_only=True)

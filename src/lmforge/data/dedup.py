@@ -6,8 +6,11 @@ clusters): `signature(doc)` is computed where the document is processed (any wor
 merge), so the first document of each cluster — in input order — is kept whatever the number of
 workers, and the others are rejected with `meta.duplicate_of = <kept id>`.
 
-Memory of the decision pass: 16 bytes per distinct document (exact) and `bands` 8-byte keys per
-document (near), plus the kept ids.
+In the data stage the signatures go to disk instead (`dedup_disk`): each rank writes sorted runs of
+(key, order) per band, the merge computes the decisions from them and hands them to these filters
+(`decisions=`), so memory grows with the duplicates, not with the corpus. Without decisions the
+filters keep their tables in memory (16 bytes per distinct document for exact, `bands` 8-byte keys
+per document for near) — the reference the on-disk path is tested against.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 
 from lmforge.config import NearDedupConfig
 from lmforge.data.clean import dedup_key
+from lmforge.data.dedup_disk import Decisions, encode_order
 from lmforge.data.document import Document
 from lmforge.data.filters.base import Filter
 
@@ -32,18 +36,36 @@ def text_hash(text: str) -> str:
     return hashlib.blake2b(dedup_key(text).encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
+def exact_key(text: str) -> int:
+    """64 bits of `text_hash`, the exact-dedup key on disk (as datatrove's 64-bit hashes)."""
+    return int.from_bytes(bytes.fromhex(text_hash(text)[:16]), "little")
+
+
+def _decided(decisions: Decisions, doc: Document) -> str | None:
+    """Id of the kept document `doc` duplicates, or None (`decisions` from the signature files)."""
+    root = decisions.root_of(encode_order(doc.meta["_o"]), doc.id)
+    return None if root is None else decisions.id_of(root)
+
+
 class ExactDedup(Filter):
     name = "exact_dedup"
 
-    def __init__(self) -> None:
+    def __init__(self, decisions: Decisions | None = None) -> None:
         super().__init__()
         self.seen: dict[bytes, str] = {}  # 16-byte digest -> kept id
+        self.decisions = decisions
 
     @staticmethod
     def signature(doc: Document) -> None:
         doc.meta["_sig_exact"] = text_hash(doc.text)
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        if self.decisions is not None:
+            first = _decided(self.decisions, doc)
+            if first is None:
+                return True
+            doc.meta["duplicate_of"] = first
+            return False, "duplicate"
         h = bytes.fromhex(doc.meta.pop("_sig_exact", None) or text_hash(doc.text))
         first = self.seen.get(h)
         if first is None:
@@ -65,6 +87,31 @@ def normalize_for_shingles(text: str) -> str:
     return text
 
 
+_SALT = np.random.default_rng(54321).integers(0, 1 << 63, size=256, dtype=np.uint64)
+_BAND_MULT = np.random.default_rng(54322).integers(1, 1 << 63, size=64, dtype=np.uint64) | np.uint64(1)
+_WORD_CACHE: dict[str, int] = {}  # word -> 64-bit blake2b hash; words repeat across documents
+_WORD_CACHE_MAX = 50_000  # ~7 MB; the frequent words stay cached
+
+
+def _word_hashes(words: list[str]) -> np.ndarray:
+    cache = _WORD_CACHE
+    missing = {w for w in words if w not in cache}
+    if missing:
+        if len(cache) + len(missing) > _WORD_CACHE_MAX:  # bounded: start over
+            cache.clear()
+            missing = set(words)
+        for w in missing:
+            cache[w] = int.from_bytes(hashlib.blake2b(w.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
+                                      "little")
+    return np.fromiter((cache[w] for w in words), dtype=np.uint64, count=len(words))
+
+
+def _splitmix(z: np.ndarray) -> np.ndarray:
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
 class MinHasher:
     """bands × rows MinHash over word n-gram shingles of normalised text; one 64-bit key per band.
     Shingles are hashed to 64 bits with blake2b, then permuted by (a·x + b) mod 2^64 mod (2^61 − 1)
@@ -78,16 +125,14 @@ class MinHasher:
         self.b = rng.integers(0, 1 << 61, size=(k, 1), dtype=np.uint64)
 
     def shingles(self, text: str) -> np.ndarray:
-        """Distinct 64-bit hashes of the word n-grams. Each distinct word is hashed once (blake2b); an
-        n-gram's hash is Σ word_hash[i] · M[i] mod 2^64 with fixed odd multipliers, vectorised."""
+        """Distinct 64-bit hashes of the word n-grams. Each word is hashed with blake2b (once per
+        process: a bounded cache); an n-gram's hash is Σ word_hash[i] · M[i] mod 2^64 with fixed odd
+        multipliers, vectorised."""
         words = _WORD.findall(normalize_for_shingles(text))
         if not words:
             return np.zeros(0, dtype=np.uint64)
         n = min(self.n, len(words))  # a text shorter than one shingle is one shingle
-        vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}
-        blob = b"".join(hashlib.blake2b(w.encode(), digest_size=8).digest() for w in vocab)
-        word_hash = np.frombuffer(blob, dtype="<u8").astype(np.uint64)
-        ids = word_hash[np.fromiter((vocab[w] for w in words), dtype=np.int64, count=len(words))]
+        ids = _word_hashes(words)
         k = len(words) - n + 1
         h = np.zeros(k, dtype=np.uint64)
         for j in range(n):
@@ -105,12 +150,14 @@ class MinHasher:
         return sig
 
     def band_keys(self, text: str) -> list[int]:
+        """One 64-bit key per band: its rows combined with odd multipliers plus a per-band salt (so
+        band i's keys never meet band j's), then splitmix64's finaliser."""
         sig = self.signature(text)
         if sig.size == 0:
             return []
         rows = sig.reshape(self.bands, self.rows)
-        return [int.from_bytes(hashlib.blake2b(r.tobytes(), digest_size=8, person=bytes([i])).digest(), "little")
-                for i, r in enumerate(rows)]
+        h = (rows * _BAND_MULT[:self.rows]).sum(axis=1, dtype=np.uint64) + _SALT[:self.bands]  # wraps mod 2^64
+        return _splitmix(h).tolist()
 
 
 class NearDedup(Filter):
@@ -119,16 +166,24 @@ class NearDedup(Filter):
 
     name = "near_dedup"
 
-    def __init__(self, cfg: NearDedupConfig | None = None) -> None:
+    def __init__(self, cfg: NearDedupConfig | None = None, decisions: Decisions | None = None) -> None:
         super().__init__()
         self.hasher = MinHasher(cfg or NearDedupConfig())
         self.buckets: dict[int, str] = {}
         self.clusters: dict[str, int] = {}  # kept id -> number of documents removed as its duplicates
+        self.decisions = decisions
 
     def signature(self, doc: Document) -> None:
         doc.meta["_sig_near"] = self.hasher.band_keys(doc.text)
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        if self.decisions is not None:
+            root = _decided(self.decisions, doc)
+            if root is None:
+                return True
+            doc.meta["duplicate_of"] = root
+            self.clusters[root] = self.clusters.get(root, 0) + 1
+            return False, "near_duplicate"
         keys = doc.meta.pop("_sig_near", None)
         if keys is None:
             keys = self.hasher.band_keys(doc.text)

@@ -2,10 +2,12 @@
 
 Phase 1 (`run_data_task`, one per rank) reads the sources of its rank (source i goes to rank
 i % world_size), runs the rank steps and writes, under `OUT/_work/rank-RRRRR/`, its documents (with
-their dedup signatures and global order), its rejects and its counts, then a completion marker. A
-rank whose marker matches the config and inputs is skipped on rerun, so a crashed run redoes only
-the unfinished ranks. Phase 2 (`merge_data_tasks`) merges the ranks' documents back into input
-order, takes the dedup decisions and writes the clean shards and the report.
+their global order), its dedup signatures as sorted runs per band (`dedup_disk`), its rejects and its
+counts, then a completion marker. A rank whose marker matches the config and inputs is skipped on
+rerun, so a crashed run redoes only the unfinished ranks. Phase 2 (`merge_data_tasks`) merges the
+ranks' documents back into input order, takes the dedup decisions (read from the signature runs, in
+memory proportional to the duplicates) and writes the clean shards and the report. With dedup on, a
+single worker runs the same two phases in this process.
 
 On a cluster (Slurm array, N machines sharing a file system):
 
@@ -14,6 +16,9 @@ On a cluster (Slurm array, N machines sharing a file system):
                run_data_task(load_config('cfg.yaml').data, 'runs/x/data', R, W)"
     # once every task has finished
     python -c "... from lmforge.data.executor import merge_data_tasks; merge_data_tasks(cfg.data, 'runs/x/data', W)"
+
+With `data.perplexity.model` set, also pass
+`perplexity_lm=lmforge.eval.docscore.doc_scorer_factory(cfg.data.perplexity.model)` to run_data_task.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import multiprocessing
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -38,7 +43,7 @@ from lmforge.errors import DataError
 from lmforge.io import atomic_write_json, is_complete, write_marker
 
 WORK = "_work"
-_BIG_SHARD = 1_000_000  # intermediate shards: few, large files
+_BIG_SHARD = 1_000_000  # intermediate shards: few, large files, fast zstd level (read once)
 
 
 def _rank_dir(out_dir: Path, rank: int) -> Path:
@@ -49,8 +54,10 @@ def _task_fingerprint(cfg: DataConfig, sources: list[str], rank: int, world_size
     return fingerprint(cfg, sources, rank, world_size)
 
 
-def run_data_task(cfg: DataConfig, out_dir: str | Path, rank: int, world_size: int, *, progress: bool = False) -> bool:
-    """Phase 1 for `rank` of `world_size`. Returns False when the rank was already complete."""
+def run_data_task(cfg: DataConfig, out_dir: str | Path, rank: int, world_size: int, *, progress: bool = False,
+                  perplexity_lm: Callable[[], Any] | None = None) -> bool:
+    """Phase 1 for `rank` of `world_size`. Returns False when the rank was already complete.
+    `perplexity_lm`: the reference-model factory of `run_data_stage` (called here, in this process)."""
     from lmforge.data.pipeline import RankTask
 
     if not 0 <= rank < world_size:
@@ -62,8 +69,8 @@ def run_data_task(cfg: DataConfig, out_dir: str | Path, rank: int, world_size: i
         return False
     if d.exists():
         shutil.rmtree(d)  # a crashed attempt: start the rank again
-    with ShardWriter(d, "docs", _BIG_SHARD) as docs, ShardWriter(d, "rejected", cfg.shard_docs) as rejected:
-        task = RankTask(cfg, sources, rank, world_size, rejected.write)
+    with ShardWriter(d, "docs", _BIG_SHARD, level=1) as docs, ShardWriter(d, "rejected", cfg.shard_docs) as rejected:
+        task = RankTask(cfg, sources, rank, world_size, rejected.write, perplexity_lm, work_dir=d)
         bar = tqdm(task.documents(), unit="doc", desc=f"data rank {rank}", position=rank, disable=not progress,
                    file=sys.stderr, mininterval=1.0, leave=False)
         for doc in bar:
@@ -102,17 +109,22 @@ def merge_data_tasks(cfg: DataConfig, out_dir: str | Path, world_size: int, *, p
     # every rank's documents are in input order, so a k-way merge on the order key restores the global order
     stream = heapq.merge(*(_rank_docs(d) for d in dirs), key=lambda doc: doc.meta["_o"])
     with ShardWriter(rej_dir, "rejected-dedup", cfg.shard_docs) as rejected:
-        report = finish(cfg, out_dir, stream, lambda: states, rejected, progress=progress, t0=t0)
+        report = finish(cfg, out_dir, stream, lambda: states, rejected, progress=progress, t0=t0, work_dirs=dirs)
     shutil.rmtree(out_dir / WORK, ignore_errors=True)
     return report
 
 
-def run_local(cfg: DataConfig, out_dir: Path, sources: list[str], *, progress: bool, t0: float) -> dict[str, Any]:
-    """`data.workers` local processes for phase 1, then the merge in this process."""
+def run_local(cfg: DataConfig, out_dir: Path, sources: list[str], *, progress: bool, t0: float,
+              perplexity_lm: Callable[[], Any] | None = None) -> dict[str, Any]:
+    """`data.workers` local processes for phase 1 (this process when there is one), then the merge here."""
     world = cfg.workers
+    if world == 1:
+        run_data_task(cfg, out_dir, 0, 1, progress=progress, perplexity_lm=perplexity_lm)
+        return merge_data_tasks(cfg, out_dir, 1, progress=progress, t0=t0)
     ctx = multiprocessing.get_context("spawn")  # no inherited locks/threads; same behaviour on every OS
     with ProcessPoolExecutor(max_workers=world, mp_context=ctx) as pool:
-        futures = [pool.submit(run_data_task, cfg, str(out_dir), r, world, progress=progress) for r in range(world)]
+        futures = [pool.submit(run_data_task, cfg, str(out_dir), r, world, progress=progress,
+                               perplexity_lm=perplexity_lm) for r in range(world)]
         for r, fut in enumerate(futures):
             ran = fut.result()  # re-raises a worker's DataError here
             if progress:

@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from lmforge.config import DataConfig
 from lmforge.data.clean import CleanStep
-from lmforge.data.dedup import ExactDedup, NearDedup
+from lmforge.data.dedup import ExactDedup, NearDedup, exact_key
+from lmforge.data.dedup_disk import EXACT_BAND, SignatureWriter, dedup_decisions, encode_order
 from lmforge.data.document import Document, ShardWriter
 from lmforge.data.extract import HtmlExtract
 from lmforge.data.filters.base import Filter, Step
@@ -36,8 +37,11 @@ from lmforge.errors import DataError
 __all__ = ["Filter", "Step", "build_merge_steps", "build_rank_steps", "run_data_stage"]
 
 
-def build_rank_steps(cfg: DataConfig) -> list[Step]:
-    """Steps that see one document at a time (any worker can run them), in order."""
+def build_rank_steps(cfg: DataConfig, perplexity_lm: Callable[[], Any] | None = None,
+                     work_dir: Path | None = None) -> list[Step]:
+    """Steps that see one document at a time (any worker can run them), in order. `perplexity_lm`: a
+    zero-argument factory of the perplexity filter's reference model (see `run_data_stage`);
+    `work_dir`: where the dedup signatures go (None: into `meta`, for the in-memory filters)."""
     steps: list[Step] = [
         HtmlExtract(extractor=cfg.html_extractor, favor=cfg.html_favor, comments=cfg.html_comments),
         CleanStep(fix=cfg.fix_unicode, nfc=cfg.normalize_unicode, control=cfg.strip_control,
@@ -61,33 +65,58 @@ def build_rank_steps(cfg: DataConfig) -> list[Step]:
     if cfg.perplexity.enabled:
         from lmforge.data.filters.perplexity import PerplexityFilter
 
-        steps.append(PerplexityFilter(cfg.perplexity))
+        steps.append(PerplexityFilter(cfg.perplexity, lm_factory=perplexity_lm))
     if cfg.dedup or cfg.near_dedup.enabled:
-        steps.append(Signatures(cfg))
+        steps.append(Signatures(cfg, work_dir))
     return steps
 
 
-def build_merge_steps(cfg: DataConfig) -> list[Step]:
-    """Steps that need every document in input order (the dedup decisions)."""
-    return ([ExactDedup()] if cfg.dedup else []) + ([NearDedup(cfg.near_dedup)] if cfg.near_dedup.enabled else [])
+def build_merge_steps(cfg: DataConfig, work_dirs: list[Path] | None = None) -> list[Step]:
+    """Steps that need every document in input order (the dedup decisions). With `work_dirs` (the
+    ranks' folders) the decisions are read from the signature files there."""
+    exact = near = None
+    if work_dirs is not None:
+        exact = dedup_decisions(work_dirs, [EXACT_BAND]) if cfg.dedup else None
+        near = dedup_decisions(work_dirs, range(cfg.near_dedup.bands)) if cfg.near_dedup.enabled else None
+    return (([ExactDedup(exact)] if cfg.dedup else [])
+            + ([NearDedup(cfg.near_dedup, near)] if cfg.near_dedup.enabled else []))
 
 
 class Signatures(Step):
-    """Computes the dedup signatures where the document is (in parallel); the merge only compares them."""
+    """Computes the dedup signatures where the document is (in parallel); the merge only compares
+    them. With `work_dir` they go to sorted run files there (`dedup_disk`), else into `meta`."""
 
     name = "dedup_signatures"
 
-    def __init__(self, cfg: DataConfig) -> None:
+    def __init__(self, cfg: DataConfig, work_dir: Path | None = None) -> None:
         super().__init__()
         self.exact = cfg.dedup
         self.near = NearDedup(cfg.near_dedup) if cfg.near_dedup.enabled else None
+        self.writers: dict[str, Any] = {}
+        if work_dir is not None:
+            if self.exact:
+                self.writers["exact"] = SignatureWriter(work_dir, [EXACT_BAND])
+            if self.near is not None:
+                self.writers["near"] = SignatureWriter(work_dir, range(cfg.near_dedup.bands))
 
     def process(self, doc: Document) -> Document:
+        if not self.writers:
+            if self.exact:
+                ExactDedup.signature(doc)
+            if self.near is not None:
+                self.near.signature(doc)
+            return doc
+        order = encode_order(doc.meta["_o"])
         if self.exact:
-            ExactDedup.signature(doc)
-        if self.near is not None:
-            self.near.signature(doc)
+            self.writers["exact"].add(order, [exact_key(doc.text)])
+        if self.near is not None and (keys := self.near.hasher.band_keys(doc.text)):
+            self.writers["near"].add(order, keys)
         return doc
+
+    def run(self, docs: Iterator[Document], rank: int = 0, world_size: int = 1) -> Iterator[Document]:
+        yield from super().run(docs, rank, world_size)
+        for w in self.writers.values():  # the last, partial run of each band
+            w.flush()
 
 
 def read_options(cfg: DataConfig) -> ReadOptions:
@@ -142,10 +171,11 @@ class RankTask:
     """Phase 1 for one rank: its sources (source i belongs to rank i % world_size) through the rank steps."""
 
     def __init__(self, cfg: DataConfig, sources: list[str], rank: int, world_size: int,
-                 sink: Callable[[Document], None]) -> None:
+                 sink: Callable[[Document], None], perplexity_lm: Callable[[], Any] | None = None,
+                 work_dir: Path | None = None) -> None:
         mine = [(i, s) for i, s in enumerate(sources) if i % world_size == rank]
         self.reader = Reader(mine, read_options(cfg))
-        self.steps = build_rank_steps(cfg)
+        self.steps = build_rank_steps(cfg, perplexity_lm, work_dir)
         self.rank, self.world_size = rank, world_size
         for s in (self.reader, *self.steps):
             s.sink = _strip_private(sink)
@@ -176,10 +206,11 @@ def _strip_private(sink: Callable[[Document], None]) -> Callable[[Document], Non
 
 
 def finish(cfg: DataConfig, out_dir: Path, stream: Iterator[Document], states: Callable[[], list[dict]],
-           rejected: ShardWriter, *, progress: bool, t0: float) -> dict[str, Any]:
+           rejected: ShardWriter, *, progress: bool, t0: float, work_dirs: list[Path] | None = None) -> dict[str, Any]:
     """Phase 2: dedup decisions in input order, clean shards, report. `states` is called after the
-    stream is exhausted (the rank counts are complete only then)."""
-    merge_steps = build_merge_steps(cfg)
+    stream is exhausted (the rank counts are complete only then); `work_dirs`: the ranks' folders
+    holding the dedup signature files."""
+    merge_steps = build_merge_steps(cfg, work_dirs)
     for s in merge_steps:
         s.sink = _strip_private(rejected.write)
         stream = s.run(stream)
@@ -236,17 +267,25 @@ def check_outcome(cfg: DataConfig, out_dir: Path, report: dict[str, Any]) -> Non
                         f"— {why}. Details in {out_dir / 'report.md'}")
 
 
-def run_data_stage(cfg: DataConfig, out_dir: Path, *, progress: bool = True) -> dict[str, Any]:
+def run_data_stage(cfg: DataConfig, out_dir: Path, *, progress: bool = True,
+                   perplexity_lm: Callable[[], Any] | None = None) -> dict[str, Any]:
     """Run stage 1 into `out_dir` (expected empty) and return the report (also in report.json).
-    With `cfg.workers > 1` the rank phase runs in that many local processes."""
+    With `cfg.workers > 1` the rank phase runs in that many local processes.
+
+    `perplexity_lm`: zero-argument factory of the perplexity filter's reference model (an object with
+    `perplexity(text)`), required when `data.perplexity.model` is set, e.g.
+    `lmforge.eval.docscore.doc_scorer_factory(cfg.perplexity.model)`. It must pickle (a
+    `functools.partial` of a module-level function): each worker process calls it once."""
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     sources = expand_inputs(cfg.inputs)
-    if cfg.workers > 1:
+    if cfg.workers > 1 or cfg.dedup or cfg.near_dedup.enabled:
+        # dedup decisions need every signature first: the rank phase runs to the end (in this process
+        # when workers == 1), its signatures on disk, then the merge
         from lmforge.data.executor import run_local
 
-        return run_local(cfg, out_dir, sources, progress=progress, t0=t0)
+        return run_local(cfg, out_dir, sources, progress=progress, t0=t0, perplexity_lm=perplexity_lm)
     with ShardWriter(out_dir / "rejected", "rejected", cfg.shard_docs) as rejected:
-        task = RankTask(cfg, sources, 0, 1, rejected.write)
+        task = RankTask(cfg, sources, 0, 1, rejected.write, perplexity_lm)
         return finish(cfg, out_dir, task.documents(), lambda: [task.state()], rejected, progress=progress, t0=t0)
 

@@ -95,14 +95,15 @@ def merge_states(states: list[dict[str, Any]]) -> tuple[list[StepStats], dict[st
         for mine, theirs in zip(steps, st["steps"]):
             mine.merge(StepStats.from_state(theirs))
     extra: dict[str, Any] = {"sources": 0, "utf8_replaced": 0, "utf8_docs": 0, "empty_sources": [],
-                             "skipped_records": Counter(), "languages_seen": Counter(), "lengths_before": []}
+                             "skipped_records": Counter(), "languages_seen": Counter(),
+                             "lengths_before": array("Q")}  # 8 bytes per document, not a list of ints
     for st in states:
         for k in ("sources", "utf8_replaced", "utf8_docs"):
             extra[k] += st[k]
         extra["empty_sources"] += st["empty_sources"]
         extra["skipped_records"].update(st["skipped_records"])
         extra["languages_seen"].update(st["languages_seen"])
-        extra["lengths_before"] += st["lengths_before"]
+        extra["lengths_before"].extend(st["lengths_before"])
     return steps, extra
 
 

@@ -2,18 +2,25 @@
 
 Gopher: Rae et al. 2021, "Scaling Language Models: Methods, Analysis & Insights from Training
 Gopher", appendix A (quality rules) and table A1 (repetition thresholds).
+
+Words are the tokens of spaCy's English tokenizer (`filters.words.spacy_words`, reimplemented without
+spaCy), as in datatrove: punctuation is split off (`end.` → `end`, `.`), contractions are split
+(`don't` → `do`, `n't`), a run such as `-----` stays one token. Quality rules count words without
+the pure-punctuation tokens; repetition n-grams run over all tokens, case kept (as datatrove). One
+deliberate difference: stop words match case-insensitively (datatrove: `The` is not `the`).
 """
 
 from __future__ import annotations
 
 import re
 from array import array
-from collections import Counter
 
 from lmforge.config import GopherQualityConfig, GopherRepetitionConfig
 from lmforge.data.document import Document
 from lmforge.data.filters.base import Filter
-from lmforge.data.filters.text import PLAIN_WORD_RE, find_duplicates, is_punct, split_words
+from lmforge.data.filters.ngrams import NGrams
+from lmforge.data.filters.text import find_duplicates, is_punct
+from lmforge.data.filters.words import spacy_words
 
 Result = bool | tuple[bool, str]
 
@@ -60,7 +67,7 @@ class GopherQualityFilter(Filter):
 
     def filter(self, doc: Document) -> Result:
         c, text = self.cfg, doc.text
-        tokens = split_words(text)
+        tokens = spacy_words(text)
         words = [w for w in tokens if not is_punct(w)]
         n = len(words)
         if n < c.min_words:
@@ -98,28 +105,14 @@ def top_ngram_char_fraction(words: list[str], n: int, total_chars: int) -> float
     """Characters covered by the most frequent n-gram (count × its length with spaces) / all characters.
     As in datatrove and Dolma, a most frequent n-gram that occurs once still counts (the metric then
     only bites on very short documents, which Gopher quality removes anyway)."""
-    grams = Counter(zip(*(words[i:] for i in range(n))))
-    if not grams:
-        return 0.0
-    gram, count = grams.most_common(1)[0]
-    return count * (sum(map(len, gram)) + n - 1) / total_chars
+    return NGrams(words).top_fraction(n, total_chars)
 
 
 def dup_ngram_char_fraction(words: list[str], n: int, total_chars: int) -> float:
     """Characters of n-grams that repeat an earlier n-gram / all characters. Scanning left to right, a
     repeat is counted and skipped whole, so overlapping repeats are not counted twice (datatrove's
     reading of Gopher's "taking care not to count characters in overlapping n-grams more than once")."""
-    seen: set[tuple[str, ...]] = set()
-    repeated, i = 0, 0
-    while i <= len(words) - n:
-        gram = tuple(words[i:i + n])
-        if gram in seen:
-            repeated += sum(map(len, gram))
-            i += n
-        else:
-            seen.add(gram)
-            i += 1
-    return repeated / total_chars
+    return NGrams(words).dup_fraction(n, total_chars)
 
 
 class GopherRepetitionFilter(Filter):
@@ -146,11 +139,11 @@ class GopherRepetitionFilter(Filter):
             return False, "gopher_dup_line_frac"
         if dup_chars / n_chars > c.dup_line_char_frac:
             return False, "gopher_dup_line_char_frac"
-        words = PLAIN_WORD_RE.findall(text.lower())
+        grams = NGrams(spacy_words(text))
         for n, limit in zip((2, 3, 4), c.top_ngram_char_frac):
-            if top_ngram_char_fraction(words, n, n_chars) > limit:
+            if grams.top_fraction(n, n_chars) > limit:
                 return False, f"gopher_top_{n}_gram"
         for n, limit in zip(range(5, 11), c.dup_ngram_char_frac):
-            if dup_ngram_char_fraction(words, n, n_chars) > limit:
+            if grams.dup_fraction(n, n_chars) > limit:
                 return False, f"gopher_dup_{n}_gram"
         return True

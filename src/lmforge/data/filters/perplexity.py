@@ -9,19 +9,27 @@ then costs P(<unk> | context) × P(its spelling) under a character-bigram model 
 gibberish ("qwxz zkqj") scores far worse than unseen but English-looking words (an open-vocabulary
 model; without it every unknown word would look alike and gibberish would score well). The filter
 rejects documents whose perplexity exceeds `max_perplexity` (`perplexity_too_high`) and stores
-`meta.perplexity`.
+`meta.perplexity` (null when infinite).
+
+With `data.perplexity.model` the reference is an lmforge checkpoint instead
+(`lmforge.eval.docscore.CheckpointScorer`, injected as a factory): the same word-level perplexity,
+exp(total NLL / words), so one threshold means the same for both.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
 
 from lmforge.config import PerplexityConfig
 from lmforge.data.document import Document
 from lmforge.data.filters.base import Filter
 from lmforge.data.filters.text import split_words
+from lmforge.errors import ConfigError
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 DISCOUNT = 0.75
@@ -126,16 +134,51 @@ def _reference_texts(cfg: PerplexityConfig) -> Iterable[str]:
                 return
 
 
+class DocumentScorer(Protocol):
+    """What the filter needs of a reference model; `perplexities` (optional) scores a batch."""
+
+    def perplexity(self, text: str) -> float: ...
+
+
+LMFactory = Callable[[], DocumentScorer]
+
+
 class PerplexityFilter(Filter):
+    """Rejects documents above `max_perplexity` under the reference model: `lm` when given, else
+    `lm_factory()` (how an lmforge checkpoint arrives: the data stage may not import the model code,
+    so `lmforge.run` injects a picklable factory and each worker process builds its own copy), else a
+    word n-gram model trained on `cfg.reference`. Models with `perplexities(texts)` get documents in
+    batches of `cfg.batch_size`."""
+
     name = "perplexity"
 
-    def __init__(self, cfg: PerplexityConfig | None = None, lm: NGramLM | None = None) -> None:
+    def __init__(self, cfg: PerplexityConfig | None = None, lm: DocumentScorer | None = None,
+                 lm_factory: LMFactory | None = None) -> None:
         super().__init__()
         self.cfg = cfg or PerplexityConfig()
+        if lm is None and lm_factory is not None:
+            lm = lm_factory()
+        if lm is None and self.cfg.model:
+            raise ConfigError(f"data.perplexity.model is set ({self.cfg.model}) but no model factory was passed: "
+                              "run the stage through lmforge.run.run_data / `lmforge data`, or pass "
+                              "perplexity_lm=lmforge.eval.docscore.doc_scorer_factory(path)")
         self.lm = lm or NGramLM.train(_reference_texts(self.cfg), order=self.cfg.order)
+        self._batch = getattr(self.lm, "perplexities", None)
+
+    def run(self, docs: Iterator[Document], rank: int = 0, world_size: int = 1) -> Iterator[Document]:
+        if self._batch is None:
+            yield from super().run(docs, rank, world_size)
+            return
+        while chunk := list(itertools.islice(docs, self.cfg.batch_size)):
+            t0 = time.perf_counter()
+            for doc, ppl in zip(chunk, self._batch([d.text for d in chunk])):
+                doc.meta["_ppl"] = ppl  # private key: never written out
+            self.stats.seconds += time.perf_counter() - t0
+            yield from super().run(iter(chunk), rank, world_size)
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
-        ppl = self.lm.perplexity(doc.text)
-        doc.meta["perplexity"] = round(ppl, 1)
+        ppl = doc.meta.pop("_ppl", None)
+        if ppl is None:
+            ppl = self.lm.perplexity(doc.text)
+        doc.meta["perplexity"] = round(ppl, 1) if math.isfinite(ppl) else None
         return ppl <= self.cfg.max_perplexity or (False, "perplexity_too_high")
-
