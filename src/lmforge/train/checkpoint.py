@@ -67,6 +67,17 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
+def mirror_model(copy: nn.Module, original: nn.Module) -> nn.Module:
+    """Make a detached copy of the GPT look like the original: tied embeddings tied again and the
+    same requires_grad flags (the writer stores frozen parameters apart by them)."""
+    if original.cfg.tie_embeddings:
+        copy.lm_head.weight = copy.wte.weight
+    flags = {n: p.requires_grad for n, p in original.named_parameters(remove_duplicate=False)}
+    for n, p in copy.named_parameters(remove_duplicate=False):
+        p.requires_grad_(flags.get(n, True))
+    return copy
+
+
 def step_dir_name(step: int, kind: str = FULL) -> str:
     return f"{_PREFIX[kind]}-{step:06d}"
 

@@ -93,12 +93,7 @@ def cpu_snapshot(model: nn.Module, share: frozenset[str] | set[str] = frozenset(
     memo: dict[tuple, torch.Tensor] = {}
     copy = (lambda k, v: staging.copy(v, ("model", k), memo)) if staging is not None else (lambda k, v: cpu_copy(v))
     snap.load_state_dict({k: v.detach() if k in share else copy(k, v) for k, v in sd.items()}, assign=True)
-    if model.cfg.tie_embeddings:
-        snap.lm_head.weight = snap.wte.weight
-    flags = {n: p.requires_grad for n, p in model.named_parameters(remove_duplicate=False)}
-    for n, p in snap.named_parameters(remove_duplicate=False):
-        p.requires_grad_(flags.get(n, True))
-    return snap
+    return ck.mirror_model(snap, model)
 
 
 def _frozen_key(model: nn.Module, names: list[str]) -> tuple:

@@ -38,12 +38,7 @@ def _full_module(raw: nn.Module, msd: dict[str, torch.Tensor]) -> nn.Module:
         full = GPT(raw.cfg)
     # own storage per tensor: gathered tensors can be views of one flat buffer, which safetensors refuses
     full.load_state_dict({k: v.clone() for k, v in msd.items()}, assign=True)
-    if raw.cfg.tie_embeddings:
-        full.lm_head.weight = full.wte.weight
-    flags = {n: p.requires_grad for n, p in raw.named_parameters(remove_duplicate=False)}
-    for n, p in full.named_parameters(remove_duplicate=False):
-        p.requires_grad_(flags.get(n, True))
-    return full
+    return ck.mirror_model(full, raw)
 
 
 def gather_for_save(raw: nn.Module, optimizer: torch.optim.Optimizer, rank: int) -> tuple[nn.Module | None, dict]:
