@@ -105,3 +105,21 @@ class FakeSplit:
 
     def read(self, s: int, e: int) -> np.ndarray:
         return self.flat[s:e]
+
+
+def train_on(model: GPT, ids: torch.Tensor, steps: int, batch: int = 8) -> GPT:
+    """A few AdamW steps of next-token prediction on random windows of `ids`; returns the model in
+    eval mode (a seeded, deterministic stand-in for a trained checkpoint)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    T = model.cfg.block_size
+    g = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        starts = torch.randint(0, len(ids) - T - 1, (batch,), generator=g)
+        x = torch.stack([ids[s:s + T] for s in starts])
+        y = torch.stack([ids[s + 1:s + T + 1] for s in starts])
+        loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from lmf_evalkit import train_on
 
 from lmforge.config import DataConfig, ModelConfig, PerplexityConfig, TokenizerConfig, config_from_dict, to_dict
 from lmforge.data.document import iter_clean_documents, read_shard
@@ -28,17 +29,7 @@ def _train_tiny(ids: torch.Tensor, vocab: int, steps: int = 150) -> torch.nn.Mod
 
     torch.manual_seed(0)
     model = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=BLOCK, vocab_size=vocab))
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(steps):
-        ix = torch.randint(0, len(ids) - BLOCK - 1, (16,), generator=g)
-        x = torch.stack([ids[i:i + BLOCK] for i in ix])
-        y = torch.stack([ids[i + 1:i + BLOCK + 1] for i in ix])
-        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+    return train_on(model, ids, steps, batch=16)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from lmf_evalkit import TEXT, FakeSplit, tiny_model
+from lmf_evalkit import TEXT, FakeSplit, tiny_model, train_on
 
 from lmforge.config import EvalConfig
 from lmforge.eval import perplexity
@@ -78,22 +78,6 @@ def test_dataset_equals_texts_and_max_batches(tokenizer):
     assert part["bytes"] == len(DOCS[0].encode())
 
 
-def _train(model, ids: torch.Tensor, steps: int) -> None:
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    T = model.cfg.block_size
-    g = torch.Generator().manual_seed(0)
-    for _ in range(steps):
-        starts = torch.randint(0, len(ids) - T - 1, (8,), generator=g)
-        x = torch.stack([ids[s:s + T] for s in starts])
-        y = torch.stack([ids[s + 1:s + T + 1] for s in starts])
-        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-
-
 @pytest.fixture
 def fake_run(tmp_path, tokenizer, monkeypatch):
     """A run directory whose checkpoint loader and token splits are stand-ins."""
@@ -102,7 +86,7 @@ def fake_run(tmp_path, tokenizer, monkeypatch):
     with torch.no_grad():
         for p in model.parameters():
             p.div_(8.0) if p.dim() > 1 else None
-    _train(model, torch.tensor(tokenizer.encode(TEXT)), steps=60)
+    train_on(model, torch.tensor(tokenizer.encode(TEXT)), steps=60)
     train_docs = TEXT.split(". ")
     val_docs = DOCS
     splits = {"train": FakeSplit(_encode(tokenizer, train_docs), sum(len(t.encode()) for t in train_docs)),
