@@ -36,7 +36,7 @@ cfg = load_config(None, [f"data.inputs={json.dumps(inputs)}", f"data.workers={wo
                          "data.near_dedup.enabled=true"]).data
 t0 = time.perf_counter()
 if mode == "stage":
-    from lmforge.data.pipeline import run_data_stage
+    from lmforge.data.executor import run_data_stage
     r = run_data_stage(cfg, out, progress=False)
 else:  # the in-memory reference: one streaming pass, dedup tables in memory
     from pathlib import Path

@@ -23,7 +23,7 @@ import torch
 from tokenizers import Tokenizer, models
 
 from lmforge.config import ModelConfig
-from lmforge.eval.generate import generate_tokens
+from lmforge.infer.generate import generate_tokens
 from lmforge.model import GPT
 
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from lmforge.config import config_from_dict
 from lmforge.model import GPT
-from lmforge.tokens.loader import Batch
+from lmforge.tokens.batch import Batch
 from lmforge.train.build import GPU_PEAK_FLOPS, peak_flops
 from lmforge.train.optim import build_optimizer
 from lmforge.train.step import StepSettings, train_step
@@ -150,12 +150,12 @@ def c_ckpt() -> str:
 
 @check("trainer end to end")
 def c_trainer() -> str:
+    from lmforge.checkpoint import load_for_inference
     from lmforge.config import TokenizerConfig, TokensConfig
     from lmforge.data.document import Document, ShardWriter
     from lmforge.tokenizer import train_tokenizer
-    from lmforge.tokens.shards import run_tokenize_stage
-    from lmforge.train.checkpoint import load_for_inference
-    from lmforge.train.trainer import train
+    from lmforge.tokens.stage import run_tokenize_stage
+    from lmforge.train.build import train
 
     tmp = Path(tempfile.mkdtemp())
     try:

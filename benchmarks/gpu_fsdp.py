@@ -8,7 +8,7 @@ import torch.distributed as dist
 
 from lmforge.config import config_from_dict
 from lmforge.model import GPT
-from lmforge.tokens.loader import Batch
+from lmforge.tokens.batch import Batch
 from lmforge.train.build import wrap_distributed
 from lmforge.train.distributed import init_distributed
 from lmforge.train.optim import build_optimizer

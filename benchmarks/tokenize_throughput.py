@@ -55,7 +55,7 @@ def _peak_rss_mb() -> tuple[float, float]:
 
 def child_stage(data: str, tok: str, workers: int) -> dict:
     from lmforge.config import TokensConfig
-    from lmforge.tokens.shards import run_tokenize_stage
+    from lmforge.tokens.stage import run_tokenize_stage
 
     with tempfile.TemporaryDirectory() as out:
         man = run_tokenize_stage(TokensConfig(workers=workers), Path(data), Path(tok), Path(out), progress=False)

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 
+from lmforge import checkpoint as ck
 from lmforge.config import config_from_dict
 from lmforge.model import GPT
-from lmforge.train import checkpoint as ck
 from lmforge.train.ckpt_writer import CheckpointWriter
 from lmforge.train.optim import build_optimizer
 

@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 from lmforge.config import load_config
+from lmforge.train.build import train
 from lmforge.train.callbacks import Callback
-from lmforge.train.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET, BUDGET_S = 1.886, 95.0

@@ -23,7 +23,7 @@ import torch
 
 from lmforge.config import config_from_dict
 from lmforge.model import GPT
-from lmforge.tokens.loader import Batch
+from lmforge.tokens.batch import Batch
 from lmforge.train.optim import build_optimizer
 from lmforge.train.step import StepSettings, train_step
 

@@ -1,8 +1,8 @@
 """`lmforge` command line: one thin function per subcommand.
 
-Pipeline commands live here; evaluation (`eval`, `generate`, `export`, `rate`) and monitoring
+Pipeline commands live here; evaluation (`eval`, `generate`, `rate`), export and monitoring
 (`dashboard`, `plot`) register their own subcommands through a `register(subparsers)` function in
-`lmforge.eval.commands` and `lmforge.monitor.commands`.
+`lmforge.eval.commands`, `lmforge.export.commands` and `lmforge.monitor.commands`.
 
 User errors (`LmforgeError`) print one message and exit 2, never a traceback.
 """
@@ -22,7 +22,7 @@ from lmforge import __version__
 from lmforge.config import Config, dump_config, load_config
 from lmforge.errors import LmforgeError
 
-COMMAND_MODULES = ("lmforge.eval.commands", "lmforge.monitor.commands")
+COMMAND_MODULES = ("lmforge.eval.commands", "lmforge.export.commands", "lmforge.monitor.commands")
 
 
 def _load(args: argparse.Namespace) -> tuple[Config, Path]:

@@ -98,7 +98,7 @@ def _require(run_dir: Path, stage: str, folder: str) -> None:
 
 
 def run_data(cfg: Config, run_dir: Path, *, force: bool = False) -> bool:
-    from lmforge.data.pipeline import run_data_stage
+    from lmforge.data.executor import run_data_stage
 
     out = run_dir / "data"
     fp = _stage_fingerprints(cfg)["data"]
@@ -126,7 +126,7 @@ def run_tokenizer(cfg: Config, run_dir: Path, *, force: bool = False) -> bool:
 
 
 def run_tokenize(cfg: Config, run_dir: Path, *, force: bool = False) -> bool:
-    from lmforge.tokens.shards import run_tokenize_stage
+    from lmforge.tokens.stage import run_tokenize_stage
 
     _require(run_dir, "data", "data")
     _require(run_dir, "tokenizer", "tokenizer")
@@ -138,8 +138,8 @@ def run_tokenize(cfg: Config, run_dir: Path, *, force: bool = False) -> bool:
 
 def run_train(cfg: Config, run_dir: Path, *, resume: str | None = None) -> dict[str, Any]:
     _require(run_dir, "tokenize", "tokens")
+    from lmforge.train.build import train
     from lmforge.train.distributed import destroy
-    from lmforge.train.trainer import train
 
     try:
         return train(cfg, run_dir, resume=resume)
@@ -180,8 +180,8 @@ def run_all(cfg: Config, run_dir: Path, *, samples: bool = True) -> dict[str, An
 
 
 def sample_texts(cfg: Config, run_dir: Path) -> list[dict[str, str]]:
-    from lmforge.eval.generate import generate
-    from lmforge.train.checkpoint import load_for_inference
+    from lmforge.checkpoint import load_for_inference
+    from lmforge.infer.generate import generate
 
     model, tok, _ = load_for_inference(run_dir, "best")
     e = cfg.eval

@@ -17,7 +17,8 @@ from lmforge.data.dedup_disk import (
     merged_groups,
 )
 from lmforge.data.document import Document, ShardWriter, iter_clean_documents, read_shard
-from lmforge.data.pipeline import RankTask, finish, run_data_stage
+from lmforge.data.executor import run_data_stage
+from lmforge.data.pipeline import RankTask, finish
 from lmforge.errors import DataError
 
 

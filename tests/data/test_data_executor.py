@@ -7,8 +7,7 @@ import pytest
 
 from lmforge.config import DataConfig, NearDedupConfig
 from lmforge.data.document import iter_clean_documents, read_shard
-from lmforge.data.executor import merge_data_tasks, run_data_task
-from lmforge.data.pipeline import run_data_stage
+from lmforge.data.executor import merge_data_tasks, run_data_stage, run_data_task
 from lmforge.errors import DataError
 
 

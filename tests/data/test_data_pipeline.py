@@ -5,7 +5,7 @@ import pytest
 
 from lmforge.config import DataConfig, load_config
 from lmforge.data.document import iter_clean_documents, read_shard
-from lmforge.data.pipeline import run_data_stage
+from lmforge.data.executor import run_data_stage
 from lmforge.errors import ConfigError, DataError
 
 

@@ -100,7 +100,7 @@ def test_training_losses_finite_and_decreasing_and_resume_step_count(pipeline):
 
 
 def test_checkpoints_complete_and_loadable(pipeline):
-    from lmforge.train.checkpoint import load_for_inference
+    from lmforge.checkpoint import load_for_inference
 
     _, run_dir, _ = pipeline
     ckpts = sorted(p.name for p in (run_dir / "checkpoints").glob("step-*") if p.is_dir())

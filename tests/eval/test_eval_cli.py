@@ -10,17 +10,20 @@ from lmf_evalkit import ScriptedModel, tiny_model
 
 from lmforge.errors import LmforgeError
 from lmforge.eval import commands
+from lmforge.export import commands as export_commands
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="lmforge")
-    commands.register(parser.add_subparsers(dest="command", required=True))
+    sub = parser.add_subparsers(dest="command", required=True)
+    commands.register(sub)
+    export_commands.register(sub)
     return parser.parse_args(argv)
 
 
 @pytest.fixture
 def patched(tmp_path, tokenizer, monkeypatch):
-    import lmforge.train.checkpoint as ckpt
+    import lmforge.checkpoint as ckpt
 
     state = {"model": tiny_model(tokenizer.vocab_size)}
     monkeypatch.setattr(ckpt, "load_for_inference", lambda run_dir, which, device="cpu": (

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from lmforge.eval.convergence import (
+from lmforge.monitor.convergence import (
     BestTracker,
     EarlyStopping,
     PlateauDetector,

@@ -15,7 +15,7 @@ from lmf_evalkit import train_on
 
 from lmforge.config import DataConfig, ModelConfig, PerplexityConfig, TokenizerConfig, config_from_dict, to_dict
 from lmforge.data.document import iter_clean_documents, read_shard
-from lmforge.data.pipeline import run_data_stage
+from lmforge.data.executor import run_data_stage
 from lmforge.errors import ConfigError
 from lmforge.eval.docscore import doc_scorer_factory, load_doc_scorer, reference_identity, resolve_reference
 
@@ -36,8 +36,8 @@ def _train_tiny(ids: torch.Tensor, vocab: int, steps: int = 150) -> torch.nn.Mod
 def ref_run(tmp_path_factory) -> Path:
     """RUN/tokenizer + RUN/checkpoints/step-000150 (+ latest): a tiny BPE model trained on 200 KB of
     Shakespeare for 150 steps (~3 s), written with the trainer's checkpoint writer."""
+    from lmforge.checkpoint import set_pointer, write_checkpoint
     from lmforge.tokenizer import train_tokenizer
-    from lmforge.train.checkpoint import set_pointer, write_checkpoint
 
     root = tmp_path_factory.mktemp("ref") / "run"
     text = SHAKESPEARE.read_text(encoding="utf-8")[:200_000]
@@ -123,7 +123,7 @@ def _outcome(out: Path) -> tuple[dict, dict]:
 
 def test_data_stage_rejects_garbage_with_checkpoint_reference(ref_run, tmp_path):
     from lmforge import run
-    from lmforge.train.checkpoint import read_pointer, set_pointer, write_checkpoint
+    from lmforge.checkpoint import read_pointer, set_pointer, write_checkpoint
 
     fluent = _held_out(4)
     inputs = _write_inputs(tmp_path / "in", fluent, [_garbage(t, 7) for t in fluent[:3]])

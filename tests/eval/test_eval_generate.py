@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from lmf_evalkit import ScriptedModel, tiny_model
 
-from lmforge.eval.generate import generate, generate_tokens
+from lmforge.infer.generate import generate, generate_tokens
 
 
 def test_cached_equals_uncached_greedy_past_block_size(tokenizer):

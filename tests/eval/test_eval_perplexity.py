@@ -92,8 +92,8 @@ def fake_run(tmp_path, tokenizer, monkeypatch):
     splits = {"train": FakeSplit(_encode(tokenizer, train_docs), sum(len(t.encode()) for t in train_docs)),
               "val": FakeSplit(_encode(tokenizer, val_docs), sum(len(t.encode()) for t in val_docs))}
     (tmp_path / "tokens").mkdir()
+    import lmforge.checkpoint as ckpt
     import lmforge.tokens.shards as shards
-    import lmforge.train.checkpoint as ckpt
 
     monkeypatch.setattr(ckpt, "load_for_inference", lambda run_dir, which, device="cpu": (
         model, tokenizer, {"step": 60, "path": str(run_dir), "config": {"x": 1}}))

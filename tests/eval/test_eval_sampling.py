@@ -9,8 +9,8 @@ import torch
 from lmf_evalkit import ScriptedModel
 
 from lmforge.errors import LmforgeError
-from lmforge.eval.generate import generate_tokens
-from lmforge.eval.sampling import apply_min_p, apply_repetition_penalty, apply_top_k, apply_top_p, filter_logits
+from lmforge.infer.generate import generate_tokens
+from lmforge.infer.sampling import apply_min_p, apply_repetition_penalty, apply_top_k, apply_top_p, filter_logits
 
 P = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
 LOGITS = P.log()

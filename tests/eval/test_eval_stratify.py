@@ -71,8 +71,8 @@ def _write_run(tmp_path, tokenizer, monkeypatch, reverse_split=False):
               "train": FakeSplit([tokenizer.encode(d.text) + [tokenizer.eos_id] for d in train], 1)}
     (run / "tokens").mkdir()
     model = tiny_model(tokenizer.vocab_size)
+    import lmforge.checkpoint as ckpt
     import lmforge.tokens.shards as shards
-    import lmforge.train.checkpoint as ckpt
 
     monkeypatch.setattr(ckpt, "load_for_inference", lambda r, w, device="cpu": (model, tokenizer, {"step": 9}))
     monkeypatch.setattr(shards, "open_split", lambda d, split, fingerprint=None: splits[split])

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
-from lmforge.eval.generate import generate_tokens
 from lmforge.eval.scoring import evaluate_texts
 from lmforge.export.hf import ExportError, export_model, target_architecture
+from lmforge.infer.generate import generate_tokens
 from lmforge.model import GPT
 
 transformers = pytest.importorskip("transformers")

@@ -16,7 +16,6 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
 from conftest import train_line  # noqa: E402
-
 from lmforge.monitor.dashboard.server import DashboardServer  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

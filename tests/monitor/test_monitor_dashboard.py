@@ -13,7 +13,6 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
 from conftest import train_line, write_run  # noqa: E402
-
 from lmforge.errors import LmforgeError  # noqa: E402
 from lmforge.monitor.dashboard.runs import RunStore, pid_alive, read_chunk  # noqa: E402
 from lmforge.monitor.dashboard.server import DashboardServer  # noqa: E402

@@ -10,8 +10,8 @@ from lmforge.config import TokenizerConfig, TokensConfig
 from lmforge.data.document import Document, ShardWriter
 from lmforge.errors import DataError
 from lmforge.tokenizer import train_tokenizer
-from lmforge.tokens.shards import open_split, run_tokenize_stage
-from lmforge.tokens.stage import split_hash
+from lmforge.tokens.shards import open_split
+from lmforge.tokens.stage import run_tokenize_stage, split_hash
 
 
 def _corpus(n=120):

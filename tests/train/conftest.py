@@ -17,7 +17,7 @@ def _build_template(root: Path, chars: int = 60_000) -> Path:
     from lmforge.config import TokenizerConfig, TokensConfig
     from lmforge.data.document import Document, ShardWriter
     from lmforge.tokenizer import train_tokenizer
-    from lmforge.tokens.shards import run_tokenize_stage
+    from lmforge.tokens.stage import run_tokenize_stage
 
     text = SHAKESPEARE.read_text(encoding="utf-8")[:chars]
     paras = [p for p in text.split("\n\n") if p.strip()]

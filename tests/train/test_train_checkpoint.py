@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from lmforge import checkpoint as ck
 from lmforge.errors import LmforgeError
 from lmforge.io import sha256_file
-from lmforge.train import checkpoint as ck
+from lmforge.train.build import train
 from lmforge.train.lock import RunLock
-from lmforge.train.trainer import train
 
 
 def test_round_trip_and_load_for_inference(run_dir, tiny_cfg):

@@ -15,9 +15,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lmforge.train import checkpoint as ck
+from lmforge import checkpoint as ck
+from lmforge.train.build import train
 from lmforge.train.callbacks.base import Callback
-from lmforge.train.trainer import train
 
 CHILD = textwrap.dedent('''
     import json, sys
@@ -26,7 +26,7 @@ CHILD = textwrap.dedent('''
     from conftest import tiny_config
     from lmforge.train.callbacks import Callback
     from lmforge.train.distributed import destroy
-    from lmforge.train.trainer import train
+    from lmforge.train.build import train
 
     class Freeze(Callback):
         def pre_train(self, trainer):

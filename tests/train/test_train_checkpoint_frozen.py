@@ -11,11 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from lmforge import checkpoint as ck
 from lmforge.monitor.metrics import read_metrics
-from lmforge.train import checkpoint as ck
+from lmforge.train.build import train
 from lmforge.train.callbacks.base import Callback
 from lmforge.train.ckpt_writer import CheckpointWriter, cpu_snapshot
-from lmforge.train.trainer import train
 
 FROZEN = ("wte.weight", "blocks.0.attn.c_attn.weight")  # wte is tied: lm_head.weight is frozen with it
 ALL_FROZEN = sorted(["wte.weight", "lm_head.weight", "blocks.0.attn.c_attn.weight"])

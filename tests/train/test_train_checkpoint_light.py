@@ -11,11 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from lmforge import checkpoint as ck
 from lmforge.errors import ConfigError
 from lmforge.monitor.metrics import read_metrics
-from lmforge.train import checkpoint as ck
+from lmforge.train.build import train
 from lmforge.train.callbacks.base import Callback
-from lmforge.train.trainer import train
 
 
 def _copy_data(src: Path, dst: Path) -> Path:
@@ -124,7 +124,7 @@ def test_resume_auto_ignores_light_and_says_so(run_dir, tiny_cfg, tmp_path, capl
     assert ck.read_pointer(root, "newest").name == "weights-000005"
     before = {s: _tensors(p) for s, p in ck.list_checkpoints(root, "weights")}
     assert sorted(before) == [4, 5]
-    with caplog.at_level(logging.WARNING, logger="lmforge.train.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="lmforge.checkpoint"):
         assert ck.find_resume(root, "auto") == root / "step-000003"
     assert "resuming from the full checkpoint step-000003" in caplog.text
     assert "weights-000004, weights-000005" in caplog.text
@@ -192,8 +192,8 @@ def test_eval_side_loads_a_light_checkpoint(run_dir, tiny_cfg):
 
 
 def test_export_and_generate_from_a_light_checkpoint(run_dir, tiny_cfg, tmp_path):
-    from lmforge.eval.generate import generate
     from lmforge.export.hf import export_run
+    from lmforge.infer.generate import generate
 
     train(tiny_cfg(max_steps=3, ckpt_every=0, eval_every=0, light_ckpt_every=2), run_dir)
     light = run_dir / "checkpoints" / "weights-000002"

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import shutil
 
+from lmforge import checkpoint as ck
 from lmforge.monitor.metrics import read_metrics
-from lmforge.train import checkpoint as ck
-from lmforge.train.build import planned_steps
-from lmforge.train.trainer import train
+from lmforge.train.build import planned_steps, train
 
 
 def test_planned_steps_takes_the_tightest_budget(tiny_cfg):

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from lmforge import checkpoint as ck
 from lmforge.monitor.metrics import read_metrics
-from lmforge.train import checkpoint as ck
-from lmforge.train.trainer import train
+from lmforge.train.build import train
 
 CHILD = textwrap.dedent('''
     import json, os, sys
@@ -22,7 +22,7 @@ CHILD = textwrap.dedent('''
     from conftest import tiny_config
     from lmforge.errors import LmforgeError
     from lmforge.train.callbacks import Callback
-    from lmforge.train.trainer import train
+    from lmforge.train.build import train
     from lmforge.train.distributed import destroy
 
     class Poison(Callback):  # NaN logits at optimiser step `step` on rank `rank` only

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lmforge import checkpoint as ck
 from lmforge.errors import LmforgeError
 from lmforge.monitor.metrics import read_metrics
-from lmforge.train import checkpoint as ck
+from lmforge.train.build import train
 from lmforge.train.callbacks import Callback
-from lmforge.train.trainer import train
 
 
 class PoisonStep(Callback):

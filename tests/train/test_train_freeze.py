@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lmforge import checkpoint as ck
 from lmforge.errors import LmforgeError
-from lmforge.train import checkpoint as ck
-from lmforge.train.build import freeze_parameters
+from lmforge.train.build import freeze_parameters, train
 from lmforge.train.callbacks.base import Callback
-from lmforge.train.trainer import train
 
 
 class Snapshot(Callback):

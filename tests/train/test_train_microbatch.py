@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from lmforge.errors import LmforgeError
+from lmforge.train.build import train
 from lmforge.train.microbatch import largest_fitting
-from lmforge.train.trainer import train
 
 
 def _fits_up_to(limit: int, tried: list[int]):
@@ -46,7 +46,7 @@ def test_trainer_uses_the_found_micro_batch(run_dir, tiny_cfg, monkeypatch):
         lambda m: (_ for _ in ()).throw(torch.OutOfMemoryError("oom")) if m > 2 else real(cfg, device, autocast)(m)))
     s = train(tiny_cfg(max_steps=2, batch_size=4, grad_accum=2, auto_micro_batch=True, ckpt_every=0,
                        eval_every=0), run_dir)
-    from lmforge.train import checkpoint as ck
+    from lmforge import checkpoint as ck
 
     state = ck.read_state(run_dir / "checkpoints" / "step-000002")
     assert state["config"]["train"]["batch_size"] == 2 and state["config"]["train"]["grad_accum"] == 4

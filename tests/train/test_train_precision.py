@@ -10,10 +10,9 @@ import torch
 
 from lmforge.config import ModelConfig
 from lmforge.model import GPT
-from lmforge.tokens.loader import Batch
-from lmforge.train.build import build_trainer, resolve_precision
+from lmforge.tokens.batch import Batch
+from lmforge.train.build import build_trainer, resolve_precision, train
 from lmforge.train.step import StepSettings, train_step
-from lmforge.train.trainer import train
 
 
 def _model() -> GPT:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from lmforge import checkpoint as ck
 from lmforge.monitor.metrics import read_metrics
-from lmforge.train import checkpoint as ck
-from lmforge.train.trainer import train
+from lmforge.train.build import train
 
 
 def losses(run_dir: Path) -> dict[int, float]:
@@ -70,9 +70,9 @@ CHILD = textwrap.dedent('''
     import torch
     torch.set_num_threads(1)
     from conftest import tiny_config
-    from lmforge.train import checkpoint as ck
+    from lmforge import checkpoint as ck
     from lmforge.train.callbacks import Callback
-    from lmforge.train.trainer import train
+    from lmforge.train.build import train
 
     run_dir, mode, at, overrides = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
 

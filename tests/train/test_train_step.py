@@ -9,7 +9,7 @@ import torch
 
 from lmforge.config import ModelConfig
 from lmforge.model import GPT
-from lmforge.tokens.loader import Batch
+from lmforge.tokens.batch import Batch
 from lmforge.train.step import StepSettings, train_step
 
 

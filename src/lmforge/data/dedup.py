@@ -21,8 +21,8 @@ import unicodedata
 
 import numpy as np
 
-from lmforge.config import NearDedupConfig
 from lmforge.data.clean import dedup_key
+from lmforge.data.config import NearDedupConfig
 from lmforge.data.dedup_disk import Decisions, encode_order
 from lmforge.data.document import Document
 from lmforge.data.filters.base import Filter

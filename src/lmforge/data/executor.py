@@ -36,8 +36,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from lmforge.config import DataConfig, fingerprint
+from lmforge.configtools import fingerprint
+from lmforge.data.config import DataConfig
 from lmforge.data.document import Document, ShardWriter, read_shard
+from lmforge.data.pipeline import RankTask, finish
 from lmforge.data.readers import expand_inputs
 from lmforge.errors import DataError
 from lmforge.io import atomic_write_json, is_complete, write_marker
@@ -58,7 +60,6 @@ def run_data_task(cfg: DataConfig, out_dir: str | Path, rank: int, world_size: i
                   perplexity_lm: Callable[[], Any] | None = None) -> bool:
     """Phase 1 for `rank` of `world_size`. Returns False when the rank was already complete.
     `perplexity_lm`: the reference-model factory of `run_data_stage` (called here, in this process)."""
-    from lmforge.data.pipeline import RankTask
 
     if not 0 <= rank < world_size:
         raise DataError(f"rank {rank} is outside 0..{world_size - 1}")
@@ -88,7 +89,6 @@ def _rank_docs(d: Path) -> Iterator[Document]:
 def merge_data_tasks(cfg: DataConfig, out_dir: str | Path, world_size: int, *, progress: bool = True,
                      t0: float | None = None) -> dict[str, Any]:
     """Phase 2: needs every rank's marker; writes clean shards, rejects and the report."""
-    from lmforge.data.pipeline import finish
 
     t0 = time.perf_counter() if t0 is None else t0
     out_dir = Path(out_dir)
@@ -130,3 +130,24 @@ def run_local(cfg: DataConfig, out_dir: Path, sources: list[str], *, progress: b
             if progress:
                 print(f"data: rank {r}/{world} {'done' if ran else 'already complete'}", file=sys.stderr)
     return merge_data_tasks(cfg, out_dir, world, progress=progress, t0=t0)
+
+
+def run_data_stage(cfg: DataConfig, out_dir: Path, *, progress: bool = True,
+                   perplexity_lm: Callable[[], Any] | None = None) -> dict[str, Any]:
+    """Run stage 1 into `out_dir` (expected empty) and return the report (also in report.json).
+    With `cfg.workers > 1` the rank phase runs in that many local processes.
+
+    `perplexity_lm`: zero-argument factory of the perplexity filter's reference model (an object with
+    `perplexity(text)`), required when `data.perplexity.model` is set, e.g.
+    `lmforge.eval.docscore.doc_scorer_factory(cfg.perplexity.model)`. It must pickle (a
+    `functools.partial` of a module-level function): each worker process calls it once."""
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    sources = expand_inputs(cfg.inputs)
+    if cfg.workers > 1 or cfg.dedup or cfg.near_dedup.enabled:
+        # dedup decisions need every signature first: the rank phase runs to the end (in this process
+        # when workers == 1), its signatures on disk, then the merge
+        return run_local(cfg, out_dir, sources, progress=progress, t0=t0, perplexity_lm=perplexity_lm)
+    with ShardWriter(out_dir / "rejected", "rejected", cfg.shard_docs) as rejected:
+        task = RankTask(cfg, sources, 0, 1, rejected.write, perplexity_lm)
+        return finish(cfg, out_dir, task.documents(), lambda: [task.state()], rejected, progress=progress, t0=t0)

@@ -1,6 +1,5 @@
-"""Stage 1 driver: read → extract → clean → filter → dedup → clean shards + rejects + report.
-
-    report = run_data_stage(cfg.data, run_dir / "data")
+"""Stage 1 steps: read → extract → clean → filter → dedup → clean shards + rejects + report.
+The entry point, `lmforge.data.run_data_stage`, lives with the executors (`executor.py`).
 
 Every input record ends up either in `clean-NNNNN.jsonl.zst` or in `rejected/rejected-*.jsonl.zst`
 with `meta.reject_reason`; `report.json` counts both.
@@ -22,19 +21,19 @@ from typing import Any
 
 from tqdm import tqdm
 
-from lmforge.config import DataConfig
 from lmforge.data.clean import CleanStep
+from lmforge.data.config import DataConfig
 from lmforge.data.dedup import ExactDedup, NearDedup, exact_key
 from lmforge.data.dedup_disk import EXACT_BAND, SignatureWriter, dedup_decisions, encode_order
 from lmforge.data.document import Document, ShardWriter
 from lmforge.data.extract import HtmlExtract
 from lmforge.data.filters.base import Filter, Step
 from lmforge.data.filters.heuristic import GopherQualityFilter, GopherRepetitionFilter, LengthFilter
-from lmforge.data.readers import ReadOptions, expand_inputs, read_source
+from lmforge.data.readers import ReadOptions, read_source
 from lmforge.data.stats import LengthRecorder, build_report, write_report
 from lmforge.errors import DataError
 
-__all__ = ["Filter", "Step", "build_merge_steps", "build_rank_steps", "run_data_stage"]
+__all__ = ["Filter", "Step", "build_merge_steps", "build_rank_steps"]
 
 
 def build_rank_steps(cfg: DataConfig, perplexity_lm: Callable[[], Any] | None = None,
@@ -265,27 +264,3 @@ def check_outcome(cfg: DataConfig, out_dir: Path, report: dict[str, Any]) -> Non
         why = "; ".join(f"{r}: {v['count']} ({_advice(r)})" for r, v in top)
         raise DataError(f"nothing left after filtering: all {report['documents_in']} documents were rejected "
                         f"— {why}. Details in {out_dir / 'report.md'}")
-
-
-def run_data_stage(cfg: DataConfig, out_dir: Path, *, progress: bool = True,
-                   perplexity_lm: Callable[[], Any] | None = None) -> dict[str, Any]:
-    """Run stage 1 into `out_dir` (expected empty) and return the report (also in report.json).
-    With `cfg.workers > 1` the rank phase runs in that many local processes.
-
-    `perplexity_lm`: zero-argument factory of the perplexity filter's reference model (an object with
-    `perplexity(text)`), required when `data.perplexity.model` is set, e.g.
-    `lmforge.eval.docscore.doc_scorer_factory(cfg.perplexity.model)`. It must pickle (a
-    `functools.partial` of a module-level function): each worker process calls it once."""
-    t0 = time.perf_counter()
-    out_dir = Path(out_dir)
-    sources = expand_inputs(cfg.inputs)
-    if cfg.workers > 1 or cfg.dedup or cfg.near_dedup.enabled:
-        # dedup decisions need every signature first: the rank phase runs to the end (in this process
-        # when workers == 1), its signatures on disk, then the merge
-        from lmforge.data.executor import run_local
-
-        return run_local(cfg, out_dir, sources, progress=progress, t0=t0, perplexity_lm=perplexity_lm)
-    with ShardWriter(out_dir / "rejected", "rejected", cfg.shard_docs) as rejected:
-        task = RankTask(cfg, sources, 0, 1, rejected.write, perplexity_lm)
-        return finish(cfg, out_dir, task.documents(), lambda: [task.state()], rejected, progress=progress, t0=t0)
-

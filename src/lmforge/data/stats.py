@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from lmforge.config import DataConfig
+from lmforge.data.config import DataConfig
 from lmforge.data.document import Document
 from lmforge.data.filters.base import Step, StepStats
 from lmforge.io import atomic_write_json, atomic_write_text

@@ -1,3 +1,3 @@
 """Stage 6: evaluation (perplexity, bits-per-byte, strata, unigram baseline), generation with a KV
 cache, sample diversity and human ratings, convergence helpers. See `lmforge.eval.perplexity`,
-`lmforge.eval.generate` and `lmforge.eval.convergence`."""
+`lmforge.infer.generate` and `lmforge.monitor.convergence`."""

@@ -1,4 +1,4 @@
-"""CLI subcommands of the eval stage: `eval`, `generate`, `export`, `rate`.
+"""CLI subcommands of the eval stage: `eval`, `generate`, `rate`.
 
 `lmforge.cli` calls `register(subparsers)`; each handler takes the parsed args and returns an exit
 code. Handlers catch nothing: user errors are `LmforgeError`, printed by the CLI (exit 2).
@@ -29,7 +29,7 @@ def _int_list(text: str) -> list[int]:
 
 
 def _load(run_dir: Path, checkpoint: str, device: str | None):
-    from lmforge.train.checkpoint import load_for_inference
+    from lmforge.checkpoint import load_for_inference
 
     if not Path(run_dir).is_dir():
         raise LmforgeError(f"run directory {run_dir} does not exist")
@@ -42,7 +42,7 @@ def _load(run_dir: Path, checkpoint: str, device: str | None):
 def cmd_eval(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from lmforge.config import EvalConfig
+    from lmforge.eval.config import EvalConfig
     from lmforge.eval.perplexity import evaluate_run, run_config
 
     run_cfg = run_config(Path(args.run_dir)) if Path(args.run_dir).is_dir() else None
@@ -64,7 +64,7 @@ def _sampling_kwargs(args: argparse.Namespace) -> dict:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from lmforge.eval.generate import generate
+    from lmforge.infer.generate import generate
 
     if not args.prompt and not args.interactive:
         raise LmforgeError("give at least one --prompt TEXT, or --interactive")
@@ -83,7 +83,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def _interactive(model, tok, kw: dict) -> None:
     """Read one prompt per line until EOF (or an empty line after a prompt); print each continuation."""
-    from lmforge.eval.generate import generate
+    from lmforge.infer.generate import generate
 
     print("Type a prompt and press Enter (Ctrl-D to quit).", file=sys.stderr)
     for line in sys.stdin:
@@ -91,17 +91,6 @@ def _interactive(model, tok, kw: dict) -> None:
         if not prompt:
             continue
         print(prompt + generate(model, tok, [prompt], **kw)[0], flush=True)
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from lmforge.export.hf import export_run
-
-    summary = export_run(args.run_dir, args.out, checkpoint=args.checkpoint, fmt=args.format)
-    print(f"Exported {summary['architecture']} ({summary['params']:,} parameters) to {summary['out']}")
-    print(f"  files: {', '.join(summary['files'])}")
-    print(f"  load with: AutoModelForCausalLM.from_pretrained({summary['out']!r}); "
-          f"AutoTokenizer.from_pretrained({summary['out']!r})")
-    return 0
 
 
 def cmd_rate(args: argparse.Namespace) -> int:
@@ -165,13 +154,6 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="auto")
     _add_sampling_args(p)
     p.set_defaults(func=cmd_generate)
-
-    p = subparsers.add_parser("export", help="write a Hugging Face transformers folder (config, weights, tokenizer)")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    p.add_argument("--format", default="hf", choices=["hf"], help="export format (hf = transformers)")
-    p.add_argument("--out", type=Path, default=None, metavar="DIR", help="output folder (default RUN_DIR/export/hf)")
-    p.add_argument("--checkpoint", default="best", metavar="best|latest|newest|PATH")
-    p.set_defaults(func=cmd_export)
 
     p = subparsers.add_parser("rate", help="rate eval/samples.jsonl 1-5 for fluency, coherence, creativity")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")

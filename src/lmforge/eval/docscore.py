@@ -34,7 +34,7 @@ def resolve_reference(path: str | Path) -> tuple[Path, Path]:
     """(run directory, verified checkpoint directory) for a run directory (its best checkpoint, else
     latest, else the newest complete one), a checkpoint directory, or a `best`/`latest` pointer file.
     Raises ConfigError naming `data.perplexity.model` when any piece is missing or incomplete."""
-    from lmforge.train.checkpoint import CheckpointError, read_pointer, resolve, verify_checkpoint
+    from lmforge.checkpoint import CheckpointError, read_pointer, resolve, verify_checkpoint
 
     p = Path(path)
     if not p.exists():
@@ -67,7 +67,7 @@ def resolve_reference(path: str | Path) -> tuple[Path, Path]:
 
 
 def _newest_complete(root: Path) -> Path:
-    from lmforge.train.checkpoint import CheckpointError, list_checkpoints, verify_checkpoint
+    from lmforge.checkpoint import CheckpointError, list_checkpoints, verify_checkpoint
 
     for _, path in list_checkpoints(root):
         try:
@@ -138,7 +138,7 @@ def load_doc_scorer(path: str | Path, *, device: str = "cpu", batch_size: int = 
     `threads`: torch CPU threads while scoring (None: the process's setting)."""
     import torch
 
-    from lmforge.train.checkpoint import load_for_inference
+    from lmforge.checkpoint import load_for_inference
 
     run_dir, ckpt = resolve_reference(path)
     if device == "auto":

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from lmforge.config import EvalConfig
 from lmforge.errors import ConfigError, LmforgeError
-from lmforge.eval.convergence import overfitting_verdict, run_history
+from lmforge.eval.config import EvalConfig
 from lmforge.eval.scoring import evaluate_dataset_docs
 from lmforge.eval.stratify import encode_like_tokens_stage, stratified_scores, val_documents
+from lmforge.monitor.convergence import overfitting_verdict, run_history
 
 CHUNK = 1 << 22  # tokens per read when counting
 
@@ -67,21 +67,33 @@ def _default_device() -> str:
 
 
 def run_config(run_dir: Path, info: Any = None, warnings: list[str] | None = None):
-    """The run's resolved Config (config.yaml, else the checkpoint's copy), or None. A config
-    written by another lmforge version that no longer validates is not fatal for evaluation: the
-    reason goes to `warnings` and defaults are used."""
-    from lmforge.config import config_from_dict, load_config
+    """The sections of the run's resolved config that evaluation reads (`.eval`, `.tokens`), from
+    config.yaml, else the checkpoint's copy; or None. A config written by another lmforge version
+    that no longer validates is not fatal for evaluation: the reason goes to `warnings` and
+    defaults are used."""
+    import types
+
+    import yaml
+
+    from lmforge.configtools import build_section
+    from lmforge.tokens.config import TokensConfig
+
+    def sections(data: Any) -> types.SimpleNamespace:
+        if not isinstance(data, dict):
+            raise ConfigError("the config must be a mapping of sections")
+        return types.SimpleNamespace(eval=build_section(EvalConfig, data.get("eval") or {}, "eval"),
+                                     tokens=build_section(TokensConfig, data.get("tokens") or {}, "tokens"))
 
     sources = []
     path = run_dir / "config.yaml"
     if path.is_file():
-        sources.append((str(path), lambda: load_config(path)))
+        sources.append((str(path), lambda: yaml.safe_load(path.read_text(encoding="utf-8"))))
     if isinstance(info, dict) and isinstance(info.get("config"), dict):
-        sources.append(("the checkpoint's config", lambda: config_from_dict(info["config"])))
+        sources.append(("the checkpoint's config", lambda: info["config"]))
     for name, load in sources:
         try:
-            return load()
-        except ConfigError as e:
+            return sections(load())
+        except (ConfigError, yaml.YAMLError, UnicodeDecodeError) as e:
             if warnings is not None:
                 warnings.append(f"{name} could not be used ({e}); eval defaults apply")
     return None
@@ -183,7 +195,7 @@ def _reference_model(spec: str | None, device: str):
     """(model, tokenizer) of the fluency reference `RUN_DIR[:checkpoint]`, or None (= self)."""
     if not spec:
         return None
-    from lmforge.train.checkpoint import load_for_inference
+    from lmforge.checkpoint import load_for_inference
 
     path, _, which = spec.rpartition(":") if ":" in spec and not Path(spec).is_dir() else (spec, "", "")
     if not Path(path).is_dir():
@@ -226,8 +238,8 @@ def evaluate_run(run_dir: Path, *, checkpoint: str = "best", cfg: EvalConfig | N
 
     Returns the report dict (`val_loss`, `val_ppl`, `val_bpb`, `unigram`, `data`, ...). Prints
     nothing. Without token shards but with `data`, only the file is evaluated."""
+    from lmforge.checkpoint import load_for_inference
     from lmforge.eval.report import write_report
-    from lmforge.train.checkpoint import load_for_inference
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

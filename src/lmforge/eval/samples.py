@@ -25,7 +25,7 @@ def make_samples(model, tokenizer, cfg, n: int, *, reference=None, step: int | N
     fluency proxy is each sample's perplexity (prompt + continuation) under `reference`
     (a (model, tokenizer) pair; default the generating model)."""
     from lmforge.eval.diversity import fluency_perplexities
-    from lmforge.eval.generate import encode_prompts, generate_tokens
+    from lmforge.infer.generate import encode_prompts, generate_tokens
 
     settings = {k: getattr(cfg, k) for k in ("temperature", "top_k", "top_p", "min_p", "repetition_penalty",
                                              "max_new_tokens", "seed")}

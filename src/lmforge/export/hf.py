@@ -189,7 +189,7 @@ def export_model(model, tokenizer, out_dir: Path, *, extra: dict[str, Any] | Non
 def export_run(run_dir: Path, out_dir: Path | None = None, *, checkpoint: str = "best",
                fmt: str = "hf") -> dict[str, Any]:
     """Export RUN_DIR's checkpoint; `out_dir` defaults to RUN_DIR/export/hf."""
-    from lmforge.train.checkpoint import load_for_inference
+    from lmforge.checkpoint import load_for_inference
 
     if fmt != "hf":
         raise ExportError(f"unknown export format {fmt!r}; supported: hf")

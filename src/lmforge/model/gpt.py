@@ -1,6 +1,6 @@
 """Decoder-only transformer: architecture only (no loss, no optimiser, no data).
 
-    model = GPT(cfg)                       # cfg: lmforge.config.ModelConfig with vocab_size set
+    model = GPT(cfg)                       # cfg: lmforge.model.config.ModelConfig with vocab_size set
     logits = model(idx)                    # (B, T, V), causal
     logits = model(idx, doc_ids=doc_ids)   # block-diagonal causal attention for packed documents
     cache = model.new_kv_cache(B, max_len); model(prompt, kv_cache=cache); model(next_tok, kv_cache=cache)
@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from lmforge.config import ModelConfig
+from lmforge.model.config import ModelConfig
 
 
 def _norm(cfg: ModelConfig, dim: int) -> nn.Module:

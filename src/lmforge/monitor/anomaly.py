@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from lmforge.config import MonitorConfig
+from lmforge.monitor.config import MonitorConfig
 
 log = logging.getLogger("lmforge.monitor")
 

@@ -29,13 +29,17 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lmforge.config import Config, MonitorConfig, to_dict
+from lmforge.configtools import to_dict
 from lmforge.monitor.anomaly import Anomaly, AnomalyDetector
+from lmforge.monitor.config import MonitorConfig
 from lmforge.monitor.metrics import MetricsWriter
 from lmforge.monitor.progress import is_quiet
 from lmforge.monitor.system import system_stats
+
+if TYPE_CHECKING:
+    from lmforge.config import Config
 
 log = logging.getLogger("lmforge.monitor")
 
@@ -69,7 +73,8 @@ class RunLogger:
         """`cfg`: the full Config (its `monitor` section is used and the rest logged as hyper-parameters)
         or a MonitorConfig. `enabled=False` (ranks > 0) writes nothing but still detects anomalies."""
         self.run_dir = Path(run_dir)
-        self.cfg = cfg.monitor if isinstance(cfg, Config) else (cfg or MonitorConfig())
+        whole = not isinstance(cfg, MonitorConfig) and cfg is not None  # the full Config (duck-typed: a leaf module)
+        self.cfg = cfg.monitor if whole else (cfg or MonitorConfig())
         self.enabled = enabled
         self.quiet = is_quiet(self.cfg.quiet or None)
         self.writer = MetricsWriter(self.run_dir / "metrics.jsonl", enabled=enabled)
@@ -83,7 +88,7 @@ class RunLogger:
         self._last_step = step
         self._closed = False
         self.writer.log("event", step, event="start", pid=os.getpid(), host=socket.gethostname())
-        if self.tb is not None and (hparams or isinstance(cfg, Config)):
+        if self.tb is not None and (hparams or whole):
             self._hparams = hparams if hparams is not None else to_dict(cfg)
         else:
             self._hparams = None

@@ -27,6 +27,19 @@ def fingerprint_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable unicode map (the ByteLevel alphabet)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
+
 class Tokenizer:
     """A trained tokenizer: `encode`, `encode_batch`, `decode` and the special-token ids.
 
@@ -95,8 +108,6 @@ def _lookup_table(hf: HFTokenizer, kind: str):
         return None
     vocab = model["vocab"]
     if kind == "byte":
-        from lmforge.tokenizer.train import bytes_to_unicode
-
         b2u = bytes_to_unicode()
         lut = np.array([vocab.get(b2u[b], -1) for b in range(256)], dtype=np.int64)
         return None if (lut < 0).any() else lut

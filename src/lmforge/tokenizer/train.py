@@ -16,27 +16,14 @@ from pathlib import Path
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
-from lmforge.config import TokenizerConfig
 from lmforge.errors import DataError
 from lmforge.io import atomic_write_json, atomic_write_text
-from lmforge.tokenizer.core import META_FILE, TOKENIZER_FILE, Tokenizer, fingerprint_bytes
+from lmforge.tokenizer.config import TokenizerConfig
+from lmforge.tokenizer.core import META_FILE, TOKENIZER_FILE, Tokenizer, bytes_to_unicode, fingerprint_bytes
 
 # Splitting into words before the (merge-free) char model keeps HF's per-word cache effective;
 # the pattern matches every character, so nothing is lost.
 _CHAR_SPLIT = r"\s+|\w+|[^\w\s]+"
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable unicode map (the ByteLevel alphabet)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {b: chr(c) for b, c in zip(bs, cs)}
 
 
 class _Budget:

@@ -12,7 +12,7 @@ from typing import Any
 _EXPORTS = {
     "Batch": "lmforge.tokens.loader", "TokenLoader": "lmforge.tokens.loader",
     "TokenDataset": "lmforge.tokens.shards", "open_split": "lmforge.tokens.shards",
-    "run_tokenize_stage": "lmforge.tokens.shards",
+    "run_tokenize_stage": "lmforge.tokens.stage",
 }
 __all__ = list(_EXPORTS)
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from lmforge.errors import LmforgeError
-from lmforge.tokens.loader import IGNORE_INDEX, Batch
+from lmforge.tokens.batch import IGNORE_INDEX, Batch
 from lmforge.tokens.packing import split_pieces
 from lmforge.tokens.shards import TokenDataset
 

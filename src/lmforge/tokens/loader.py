@@ -25,16 +25,16 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 
 from lmforge.errors import DataError, LmforgeError
+from lmforge.tokens.batch import IGNORE_INDEX, Batch
 from lmforge.tokens.packing import make_packer
 from lmforge.tokens.shards import TokenDataset
 
-IGNORE_INDEX = -100
 _STATE_VERSION = 1
 
 
@@ -57,19 +57,6 @@ def build_loader(dataset: TokenDataset, tokens_cfg: Any, *, seq_len: int, batch_
                                  world_size=world_size, shuffle=shuffle)
     return TokenLoader(dataset, seq_len=seq_len, batch_size=batch_size, seed=seed, rank=rank, world_size=world_size,
                        shuffle=shuffle, doc_masks=doc_masks, **loader_options(tokens_cfg))
-
-
-class Batch(NamedTuple):
-    input_ids: torch.Tensor  # (B, T) long
-    targets: torch.Tensor  # (B, T) long, -100 where no loss is taken
-    doc_ids: torch.Tensor | None  # (B, T) long, or None when doc masks are off
-
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        move = lambda t: None if t is None else t.to(device, non_blocking=non_blocking)
-        return Batch(move(self.input_ids), move(self.targets), move(self.doc_ids))
-
-    def pin_memory(self) -> Batch:
-        return Batch(*(None if t is None else t.pin_memory() for t in self))
 
 
 class TokenLoader:

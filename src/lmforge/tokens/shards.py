@@ -1,6 +1,5 @@
-"""Token shards: the streaming writer, the validated memory-mapped reader, and the stage entry.
+"""Token shards: the streaming writer and the validated memory-mapped reader.
 
-    manifest = run_tokenize_stage(cfg.tokens, run/"data", run/"tokenizer", run/"tokens")
     train = open_split(run/"tokens", "train", fingerprint=tokenizer.fingerprint)
     train.num_tokens, train.num_docs, train.doc(0), train.read(100, 200)
 
@@ -14,16 +13,13 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from lmforge.errors import DataError
 from lmforge.io import fsync_dir
 from lmforge.tokens.format import HEADER, ShardHeader, dtype_for_vocab, validate_shard
-
-if TYPE_CHECKING:
-    from lmforge.config import TokensConfig
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val")
@@ -256,13 +252,5 @@ def write_tokens_dir(out_dir: str | Path, splits: dict[str, list[Any]], *, vocab
     return manifest
 
 
-def run_tokenize_stage(cfg: TokensConfig, data_dir: str | Path, tokenizer_dir: str | Path, out_dir: str | Path, *,
-                       progress: bool = True) -> dict[str, Any]:
-    """Stage 3: clean documents -> train/val token shards + manifest.json. Returns the manifest."""
-    from lmforge.tokens.stage import tokenize_corpus
-
-    return tokenize_corpus(cfg, Path(data_dir), Path(tokenizer_dir), Path(out_dir), progress=progress)
-
-
 __all__ = ["HEADER", "MANIFEST", "TokenDataset", "TokenShardWriter", "open_split", "read_manifest",
-           "run_tokenize_stage", "split_summary", "write_tokens_dir"]
+           "split_summary", "write_tokens_dir"]

@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from lmforge.config import TokensConfig
 from lmforge.data.document import iter_clean_documents
 from lmforge.errors import DataError
 from lmforge.io import atomic_write_json
 from lmforge.tokenizer.core import Tokenizer, load_tokenizer
+from lmforge.tokens.config import TokensConfig
 from lmforge.tokens.format import HEADER, ShardHeader, dtype_for_vocab, write_shard
 from lmforge.tokens.shards import MANIFEST, TokenShardWriter, split_summary
 
@@ -199,8 +199,10 @@ def _manifest(cfg: TokensConfig, tok: Tokenizer, train: list, val: list, moved: 
     return manifest
 
 
-def tokenize_corpus(cfg: TokensConfig, data_dir: Path, tokenizer_dir: Path, out_dir: Path, *,
-                    progress: bool = True) -> dict[str, Any]:
+def run_tokenize_stage(cfg: TokensConfig, data_dir: str | Path, tokenizer_dir: str | Path, out_dir: str | Path, *,
+                       progress: bool = True) -> dict[str, Any]:
+    """Stage 3: clean documents -> train/val token shards + manifest.json. Returns the manifest."""
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
     tok = load_tokenizer(tokenizer_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     writers = {s: TokenShardWriter(out_dir, s, shard_tokens=cfg.shard_tokens, fingerprint=tok.fingerprint,

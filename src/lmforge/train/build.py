@@ -1,7 +1,7 @@
 """Build what the training loop needs from a Config and a run directory.
 
 Each builder is a small function, so tests and benchmarks can assemble a `Trainer` from in-memory
-pieces; `build_trainer` wires them up for `lmforge.train.trainer.train`.
+pieces; `build_trainer` wires them up for `train`, the stage entry point.
 """
 
 from __future__ import annotations
@@ -14,24 +14,28 @@ import hashlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
 
-from lmforge.config import Config, TrainConfig
+from lmforge import checkpoint as ck
 from lmforge.errors import ConfigError, LmforgeError
 from lmforge.model import GPT
 from lmforge.monitor.logger import RunLogger
-from lmforge.train import checkpoint as ck
 from lmforge.train.callbacks import AnomalyCallback, CheckpointCallback, EvalCallback, LogCallback
+from lmforge.train.callbacks.base import Callback
 from lmforge.train.callbacks.extra import EarlyStopCallback, SampleCallback
+from lmforge.train.config import TrainConfig
 from lmforge.train.distributed import DistInfo, init_distributed
 from lmforge.train.lock import RunLock
 from lmforge.train.optim import build_optimizer
 from lmforge.train.rng import seed_all
 from lmforge.train.step import StepSettings
 from lmforge.train.trainer import Trainer
+
+if TYPE_CHECKING:
+    from lmforge.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -272,3 +276,38 @@ def start_or_resume(trainer: Trainer, resume: str | None) -> Path | None:
 
 
 __all__ = ["build_trainer", "assemble", "start_or_resume"]
+
+
+def train(cfg: Config, run_dir: Path, *, resume: str | None = None,
+          extra_callbacks: list[Callback] | None = None) -> dict[str, Any]:
+    """Stage 4: train on RUN_DIR/tokens, write RUN_DIR/checkpoints and metrics; return a summary.
+
+    resume: None (fresh start; existing checkpoints are kept and overwritten step by step),
+    "auto" (newest verified checkpoint, or a fresh start when there is none) or a checkpoint path.
+    extra_callbacks: run after the standard ones (anomaly, log, eval, checkpoint).
+    """
+    trainer, lock, cleanup = build_trainer(cfg, Path(run_dir), resume=resume)
+    trainer.callbacks.extend(extra_callbacks or [])
+    status, summary = "crashed", {}
+    try:
+        summary = trainer.fit()
+        status = "interrupted" if trainer.stop_requested in ("SIGTERM", "SIGINT") else "finished"
+        return summary
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        try:
+            trainer.ckpt_writer.wait()  # a background write finishes before the lock is released
+        finally:
+            for cb in trainer.callbacks:
+                cb.close()
+            numbers = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and v is not None}
+            _close_writer(trainer.writer, status, numbers)
+            cleanup()
+            if lock is not None:
+                lock.release()
+
+
+def _close_writer(writer: Any, status: str, summary: dict[str, Any]) -> None:
+    writer.close(status, **summary)  # RunLogger: end event, TensorBoard, plots

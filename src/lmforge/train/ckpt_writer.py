@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from lmforge.train import checkpoint as ck
+from lmforge import checkpoint as ck
 
 
 def cpu_copy(obj: Any) -> Any:

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from lmforge.tokens.batch import IGNORE_INDEX
 
 
 class LossSums(NamedTuple):

@@ -11,11 +11,14 @@ import contextlib
 import gc
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
-from lmforge.config import Config
 from lmforge.errors import LmforgeError
+
+if TYPE_CHECKING:
+    from lmforge.config import Config
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn as nn
 
-from lmforge.config import TrainConfig
+from lmforge.train.config import TrainConfig
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

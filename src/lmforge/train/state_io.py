@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from lmforge.train import checkpoint as ck
+from lmforge import checkpoint as ck
 
 
 def is_fsdp(model: nn.Module) -> bool:

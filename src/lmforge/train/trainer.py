@@ -17,14 +17,13 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
 
-from lmforge.config import Config
+from lmforge import checkpoint as ck
 from lmforge.errors import LmforgeError
-from lmforge.train import checkpoint as ck
 from lmforge.train.callbacks.base import Callback
 from lmforge.train.ckpt_writer import CheckpointWriter
 from lmforge.train.distributed import all_reduce_max, all_reduce_sum, barrier
@@ -32,6 +31,9 @@ from lmforge.train.optim import lr_at, set_lr
 from lmforge.train.rng import get_rng_state, set_rng_state
 from lmforge.train.state_io import gather_for_save, load_model_and_optimizer
 from lmforge.train.step import StepResult, StepSettings, train_step
+
+if TYPE_CHECKING:
+    from lmforge.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +202,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def checkpoint_state(self) -> dict[str, Any]:
-        from lmforge.config import to_dict
+        from lmforge.configtools import to_dict
 
         rng = get_rng_state()
         if self.world_size > 1:
@@ -336,40 +338,3 @@ class _StopOnSignal:
     def __exit__(self, *exc: object) -> None:
         for sig, h in self.old.items():
             signal.signal(sig, h)
-
-
-def train(cfg: Config, run_dir: Path, *, resume: str | None = None,
-          extra_callbacks: list[Callback] | None = None) -> dict[str, Any]:
-    """Stage 4: train on RUN_DIR/tokens, write RUN_DIR/checkpoints and metrics; return a summary.
-
-    resume: None (fresh start; existing checkpoints are kept and overwritten step by step),
-    "auto" (newest verified checkpoint, or a fresh start when there is none) or a checkpoint path.
-    extra_callbacks: run after the standard ones (anomaly, log, eval, checkpoint).
-    """
-    from lmforge.train.build import build_trainer
-
-    trainer, lock, cleanup = build_trainer(cfg, Path(run_dir), resume=resume)
-    trainer.callbacks.extend(extra_callbacks or [])
-    status, summary = "crashed", {}
-    try:
-        summary = trainer.fit()
-        status = "interrupted" if trainer.stop_requested in ("SIGTERM", "SIGINT") else "finished"
-        return summary
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    finally:
-        try:
-            trainer.ckpt_writer.wait()  # a background write finishes before the lock is released
-        finally:
-            for cb in trainer.callbacks:
-                cb.close()
-            numbers = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and v is not None}
-            _close_writer(trainer.writer, status, numbers)
-            cleanup()
-            if lock is not None:
-                lock.release()
-
-
-def _close_writer(writer: Any, status: str, summary: dict[str, Any]) -> None:
-    writer.close(status, **summary)  # RunLogger: end event, TensorBoard, plots

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from array import array
 
-from lmforge.config import GopherQualityConfig, GopherRepetitionConfig
+from lmforge.data.config import GopherQualityConfig, GopherRepetitionConfig
 from lmforge.data.document import Document
 from lmforge.data.filters.base import Filter
 from lmforge.data.filters.ngrams import NGrams

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from lmforge.config import LanguageConfig
+from lmforge.data.config import LanguageConfig
 from lmforge.data.document import Document
 from lmforge.data.filters.base import Filter
 

@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
-from lmforge.config import PerplexityConfig
+from lmforge.data.config import PerplexityConfig
 from lmforge.data.document import Document
 from lmforge.data.filters.base import Filter
 from lmforge.data.filters.text import split_words

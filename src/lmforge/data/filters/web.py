@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from lmforge.config import C4Config, FineWebConfig
+from lmforge.data.config import C4Config, FineWebConfig
 from lmforge.data.document import Document
 from lmforge.data.filters.base import Filter
 from lmforge.data.filters.text import TERMINAL_PUNCT, find_duplicates, split_words

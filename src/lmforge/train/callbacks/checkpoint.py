@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 def light_state(trainer: Trainer) -> dict[str, Any]:
     """state.json of a weights-only checkpoint: what inference and the record need, nothing to resume."""
-    from lmforge.config import to_dict
+    from lmforge.configtools import to_dict
 
     return {**dataclasses.asdict(trainer.state), "train_time": trainer.elapsed(), "config": to_dict(trainer.cfg),
             "data_fingerprint": trainer.data_fingerprint, "world_size": trainer.world_size,

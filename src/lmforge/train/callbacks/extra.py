@@ -15,11 +15,11 @@ log = logging.getLogger(__name__)
 
 
 class EarlyStopCallback(Callback):
-    """Ask the loop to stop after `patience` evaluations without improvement (lmforge.eval.convergence).
+    """Ask the loop to stop after `patience` evaluations without improvement (lmforge.monitor.convergence).
     Must come after EvalCallback; its count is checkpointed so a resumed run continues it."""
 
     def __init__(self, patience: int, min_delta: float = 0.0) -> None:
-        from lmforge.eval.convergence import EarlyStopping
+        from lmforge.monitor.convergence import EarlyStopping
 
         self.stopper = EarlyStopping(patience=patience, min_delta=min_delta, mode="min")
         self._seen_step = -1
@@ -52,7 +52,7 @@ class SampleCallback(Callback):
     def post_step(self, trainer: Trainer, result: StepResult) -> None:
         if trainer.rank != 0 or trainer.state.step % self.every:
             return
-        from lmforge.eval.generate import generate
+        from lmforge.infer.generate import generate
 
         e = trainer.cfg.eval
         try:

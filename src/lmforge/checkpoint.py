@@ -417,8 +417,8 @@ def load_for_inference(run_dir: str | Path, which: str = "best", device: str = "
 
     info: path, kind, step, tokens_seen, val_loss, config (the run's resolved config as a dict).
     """
-    from lmforge.config import ModelConfig
     from lmforge.model import GPT
+    from lmforge.model.config import ModelConfig
     from lmforge.tokenizer import load_tokenizer
 
     path = resolve(Path(run_dir), which)

@@ -7,7 +7,7 @@
   cache. Equal lengths need no padding, so positions and the causal mask stay exact (our model has
   no attention-mask input for left padding); distinct lengths run one after the other.
 * Filters, in HF order: repetition penalty -> temperature -> top-k -> top-p -> min-p
-  (see `lmforge.eval.sampling`). temperature == 0 is greedy (argmax after the penalty).
+  (see `lmforge.infer.sampling`). temperature == 0 is greedy (argmax after the penalty).
 * Stops at `<eos>` (not included) or at the first stop string (cut before it, not included).
 * Context window: the model sees at most `block_size` tokens. When the context would overflow, it
   slides: the newest `3/4 * block_size` tokens are kept and (with the cache) re-prefilled, then
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from lmforge.eval.sampling import check_sampling_args, filter_logits
+from lmforge.infer.sampling import check_sampling_args, filter_logits
 
 
 def encode_prompts(tokenizer, prompts: list[str]) -> list[list[int]]:

@@ -1,0 +1,52 @@
+"""The `tokens:` section: the train/val split, shards, packing and the loader.
+
+Loaded through `lmforge.config.load_config`; `lmforge.configtools` checks types and names the key at fault.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lmforge.validate import check as _check
+
+
+@dataclass(kw_only=True)
+class TokensConfig:
+    val_fraction: float = 0.05
+    """Fraction of documents (chosen by a hash of their id, so deterministic) for validation."""
+    split_seed: int = 0
+    """Salt of the train/val split hash."""
+    shard_tokens: int = 100_000_000
+    """Tokens per .bin shard before a new one is started."""
+    add_bos: bool = False
+    """Prepend <bos> to every document (<eos> is always appended)."""
+    workers: int = 1
+    """Encoding worker processes (1 = encode in the stage's process, HF tokenizers still uses its
+    own threads; N > 1 = N spawned processes with one tokenizer thread each)."""
+    batch_bytes: int = 1_000_000
+    """UTF-8 bytes of text per `encode_batch` call (one task per worker); bounds the stage's memory."""
+    packing: str = "concat"
+    """How training sequences are built: `concat` (concatenate documents and cut every seq_len
+    tokens), `best_fit` (documents shorter than seq_len are never split; the rest is padding,
+    masked out of the loss) or `budget` (no packing: one document per row, rows of similar length
+    batched up to batch_size x seq_len tokens, padding masked out of the loss)."""
+    prefetch: int = 2
+    """Batches the loader prepares ahead in a background thread (0 = in the training thread)."""
+    read_retries: int = 3
+    """Retries of a failed shard read (with exponential backoff) before the loader stops."""
+    retry_backoff: float = 0.05
+    """Seconds before the first retry; doubled for each further retry."""
+    mmap: bool = True
+    """Memory-map token shards (fastest). false = read them with pread: slower, but an I/O error on
+    a network file system becomes a retried read error instead of killing the process (SIGBUS)."""
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.val_fraction < 1.0, "tokens.val_fraction", "must be in (0, 1)")
+        _check(self.shard_tokens >= 1024, "tokens.shard_tokens", "must be >= 1024")
+        _check(self.workers >= 1, "tokens.workers", "must be >= 1")
+        _check(self.batch_bytes >= 1, "tokens.batch_bytes", "must be >= 1")
+        _check(self.packing in ("concat", "best_fit", "budget"), "tokens.packing",
+               f"must be concat, best_fit or budget, got {self.packing!r}")
+        _check(0 <= self.prefetch <= 8, "tokens.prefetch", "must be in [0, 8]")
+        _check(self.read_retries >= 0, "tokens.read_retries", "must be >= 0")
+        _check(self.retry_backoff >= 0, "tokens.retry_backoff", "must be >= 0")
