@@ -15,7 +15,6 @@ import json
 import os
 import sys
 import time
-from importlib import resources
 from pathlib import Path
 
 from lmforge import __version__
@@ -102,15 +101,14 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    path = resources.files("lmforge") / "configs" / "quickstart.yaml"
-    with resources.as_file(path) as p:
-        args.config = str(p)
-        args.dry_run = getattr(args, "dry_run", False)
-        return cmd_run(args)
+    args.config = "configs/quickstart.yaml"  # the shipped one, wherever the command runs
+    args.dry_run = getattr(args, "dry_run", False)
+    return cmd_run(args)
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="experiment YAML (see configs/)")
+    p.add_argument("config", help="experiment YAML, or the name of a shipped one: quickstart, shakespeare-char, "
+                   "gpt2-124m (configs/NAME.yaml)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.max_steps=50")
     p.add_argument("--run-dir", type=Path, default=None, help="run directory (default: runs/NAME)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")

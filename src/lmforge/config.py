@@ -76,11 +76,26 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     return build_section(Config, data, "")
 
 
+def shipped_config(path: str | Path) -> Path | None:
+    """The config shipped in the package that `path` names when no such file exists here:
+    `configs/NAME.yaml`, `NAME.yaml` or `NAME` (so `lmforge run configs/quickstart.yaml` works from
+    any directory after `pip install lmforge`)."""
+    from importlib import resources
+
+    p = Path(path)
+    if p.exists() or len(p.parts) > 2 or (len(p.parts) == 2 and p.parts[0] != "configs"):
+        return None
+    name = p.name if p.suffix in (".yaml", ".yml") else p.name + ".yaml"
+    shipped = resources.files("lmforge") / "configs" / name
+    return Path(str(shipped)) if shipped.is_file() else None
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """Load YAML at `path` (None = defaults only) and apply dotted overrides."""
+    """Load YAML at `path` (None = defaults only) and apply dotted overrides. A path that does not
+    exist but names a shipped config (`configs/shakespeare-char.yaml`) loads the shipped one."""
     data: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
+        p = shipped_config(path) or Path(path)
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist")
         try:

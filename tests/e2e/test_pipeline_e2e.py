@@ -12,21 +12,17 @@ import yaml
 
 from lmforge.cli import main
 from lmforge.config import load_config
+from lmforge.data.builtin import builtin_text_path
 from lmforge.data.document import iter_clean_documents
 from lmforge.io import read_marker
 from lmforge.monitor.metrics import read_metrics
 
-SHAKESPEARE = Path(__file__).resolve().parents[3] / "shared" / "data" / "tinyshakespeare.txt"
+SHAKESPEARE = Path(builtin_text_path("builtin:shakespeare"))
 
 
 def _corpus(tmp_path: Path) -> Path:
-    """~60 KB of real text: the start of Tiny Shakespeare, else pydoc's topics."""
-    if SHAKESPEARE.is_file():
-        text = SHAKESPEARE.read_text(encoding="utf-8")[:60_000]
-    else:  # pragma: no cover - shared data missing
-        from pydoc_data.topics import topics
-
-        text = "\n\n".join(topics.values())[:60_000]
+    """~60 KB of real text: the start of Tiny Shakespeare (shipped in the package)."""
+    text = SHAKESPEARE.read_text(encoding="utf-8")[:60_000]
     path = tmp_path / "corpus" / "text.txt"
     path.parent.mkdir()
     path.write_text(text, encoding="utf-8")

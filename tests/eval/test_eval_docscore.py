@@ -14,12 +14,13 @@ import torch.nn.functional as F
 from lmf_evalkit import train_on
 
 from lmforge.config import DataConfig, ModelConfig, PerplexityConfig, TokenizerConfig, config_from_dict, to_dict
+from lmforge.data.builtin import builtin_text_path
 from lmforge.data.document import iter_clean_documents, read_shard
 from lmforge.data.executor import run_data_stage
 from lmforge.errors import ConfigError
 from lmforge.eval.docscore import doc_scorer_factory, load_doc_scorer, reference_identity, resolve_reference
 
-SHAKESPEARE = Path(__file__).resolve().parents[3] / "shared" / "data" / "tinyshakespeare.txt"
+SHAKESPEARE = Path(builtin_text_path("builtin:shakespeare"))
 BLOCK = 32
 MAX_PPL = 1e8  # between the tiny model's in-domain word perplexity (~1e5) and gibberish's (> 1e10)
 

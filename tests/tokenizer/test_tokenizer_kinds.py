@@ -2,16 +2,16 @@
 
 import hashlib
 import json
-from pathlib import Path
 
 import pytest
 from tokenizers import Tokenizer as HFTokenizer
 
 from lmforge.config import TokenizerConfig
+from lmforge.data.builtin import builtin_text_path
 from lmforge.errors import DataError, LmforgeError
 from lmforge.tokenizer import load_tokenizer, train_tokenizer
 
-SHAKESPEARE = str(Path(__file__).resolve().parents[3] / "shared" / "data" / "tinyshakespeare.txt")
+SHAKESPEARE = builtin_text_path("builtin:shakespeare")
 TRICKY = "Héllo wörld — 你好, мир! 🎉\n\ttabs  and  spaces <eos> <pad>\n"
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from lmforge.config import Config, config_from_dict
+from lmforge.data.builtin import builtin_text_path
 
-SHAKESPEARE = Path(__file__).resolve().parents[3] / "shared" / "data" / "tinyshakespeare.txt"
+SHAKESPEARE = Path(builtin_text_path("builtin:shakespeare"))
 
 
 def _build_template(root: Path, chars: int = 60_000) -> Path:

@@ -1,4 +1,9 @@
-"""`builtin:stdlib`: a corpus every Python installation carries, so a first run needs no download.
+"""Built-in corpora, so a first run needs no download.
+
+`builtin:shakespeare` (and any name in `BUILTIN_TEXTS`) is a text file shipped inside the package
+(`lmforge/data/corpora/`, see its README); `expand_inputs` replaces the name with the file's path.
+
+`builtin:stdlib` is a corpus every Python installation carries.
 
 Documents: each topic of `pydoc_data.topics.topics` (the language reference pages that `help()`
 shows), then one document per standard-library module holding the module's docstring and those of
@@ -24,6 +29,20 @@ from collections.abc import Iterator
 
 from lmforge.data.document import Document
 from lmforge.errors import DataError
+
+BUILTIN_STDLIB = "builtin:stdlib"
+BUILTIN_TEXTS = {"builtin:shakespeare": "tinyshakespeare.txt"}
+"""Corpora shipped as files in `lmforge/data/corpora/`, by input name."""
+
+
+def builtin_text_path(name: str) -> str:
+    """The packaged file behind a `builtin:` text corpus name."""
+    from importlib import resources
+
+    path = resources.files("lmforge.data") / "corpora" / BUILTIN_TEXTS[name]
+    if not path.is_file():
+        raise DataError(f"data.inputs: {name} is missing from this installation ({path}); reinstall lmforge")
+    return str(path)
 
 # Modules that open windows/browsers, print on import, are test suites, or are platform shims.
 _SKIP_TOP = {

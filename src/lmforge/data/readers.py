@@ -1,6 +1,6 @@
 """Readers: input paths -> Documents, streamed record by record.
 
-* `expand_inputs` turns files, directories (recursive), globs and `builtin:stdlib` into a list of
+* `expand_inputs` turns files, directories (recursive), globs and `builtin:` corpora into a list of
   sources, failing loudly on a path that does not exist.
 * `read_source` yields the documents of one source. A record that cannot be read (malformed JSON,
   missing text field, undecodable bytes under `encoding_errors: reject`, binary file) is yielded as a
@@ -26,12 +26,12 @@ from typing import IO, Any
 
 import zstandard
 
+from lmforge.data.builtin import BUILTIN_STDLIB, BUILTIN_TEXTS, builtin_text_path
 from lmforge.data.document import Document
 from lmforge.data.readers_web import read_html, read_warc
 from lmforge.errors import DataError
 from lmforge.io import read_capped
 
-BUILTIN_STDLIB = "builtin:stdlib"
 TEXT_EXTS = (".txt", ".text", ".md", ".rst")
 JSONL_EXTS = (".jsonl", ".ndjson")
 HTML_EXTS = (".html", ".htm", ".xhtml")
@@ -72,11 +72,17 @@ class _Warner:
 def expand_inputs(inputs: list[str]) -> list[str]:
     """Files, directories (recursive, supported extensions only) and globs -> ordered unique sources."""
     if not inputs:
-        raise DataError("no inputs: set data.inputs to files, directories, globs or builtin:stdlib")
+        raise DataError("no inputs: set data.inputs to files, directories, globs, builtin:stdlib or "
+                        "builtin:shakespeare")
     out: list[str] = []
     for item in inputs:
         if item == BUILTIN_STDLIB:
             out.append(item)
+        elif item in BUILTIN_TEXTS:
+            out.append(builtin_text_path(item))
+        elif item.startswith("builtin:"):
+            raise DataError(f"data.inputs: unknown built-in corpus {item!r} "
+                            f"(built in: {', '.join([BUILTIN_STDLIB, *BUILTIN_TEXTS])})")
         elif any(c in item for c in "*?["):
             matches = sorted(p for p in glob.glob(item, recursive=True) if Path(p).is_file())
             if not matches:
