@@ -8,7 +8,7 @@ charset honoured), so the numbers measure what the data stage really does.
 
     python benchmarks/data_html_extraction.py [--data ../shared/data/html]
 
-Reference (shared/PITFALLS.md): trafilatura defaults F1 0.919 (P 0.885, R 0.956); naive all-text 0.618.
+Reference (measured on these 40 pages): trafilatura defaults F1 0.919 (P 0.885, R 0.956); naive all-text 0.618.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import argparse
 import json
 import time
 from collections.abc import Callable
-from pathlib import Path
+
+from _shared import SHARED_DATA, require
 
 from lmforge.data.extract import all_text_nodes, extract_selectolax, extract_trafilatura
 from lmforge.data.readers import ReadOptions, read_source
@@ -45,9 +46,9 @@ def score(pages: list[tuple[str, str | None, dict]], fn: Callable[[str, str | No
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "html"))
+    ap.add_argument("--data", default=str(SHARED_DATA / "html"))
     args = ap.parse_args()
-    data = Path(args.data)
+    data = require(args.data)
     expected = json.loads((data / "expected.json").read_text())
     pages = []
     for key, item in expected.items():

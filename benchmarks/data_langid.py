@@ -12,18 +12,19 @@ from __future__ import annotations
 import argparse
 import time
 from collections import Counter
-from pathlib import Path
+
+from _shared import SHARED_DATA, require
 
 from lmforge.data.filters.language import identify
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "langid"))
+    ap.add_argument("--data", default=str(SHARED_DATA / "langid"))
     ap.add_argument("--min-score", type=float, default=0.65)
     args = ap.parse_args()
     rows = []
-    for p in sorted(Path(args.data).glob("*.txt")):
+    for p in sorted(require(args.data).glob("*.txt")):
         rows += [(p.stem, line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
     identify("warm up")
     t0 = time.perf_counter()

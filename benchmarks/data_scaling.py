@@ -28,6 +28,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _shared import SHARED_DATA, require
+
 CHILD = """
 import json, resource, sys, time
 from lmforge.config import load_config
@@ -149,14 +151,14 @@ def speed(tmp: Path, shared: Path, scale: int, workers: int, repeats: int) -> No
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    ap.add_argument("--shared", default=str(SHARED_DATA))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--scale", type=int, default=2, help="Shakespeare copies in the 1x corpus")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--speed-scale", type=int, default=4, help="Shakespeare copies in the speed corpus")
     ap.add_argument("--skip", choices=["memory", "speed"], default=None)
     args = ap.parse_args()
-    shared = Path(args.shared)
+    shared = require(args.shared)
     with tempfile.TemporaryDirectory() as tmp:
         if args.skip != "memory":
             memory(Path(tmp), shared, args.scale)

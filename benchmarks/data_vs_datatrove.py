@@ -17,10 +17,13 @@ import argparse
 import contextlib
 import io
 import logging
+import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+
+from _shared import SHARED_DATA, require
 
 from lmforge.config import C4Config, FineWebConfig, NearDedupConfig
 from lmforge.data.builtin import iter_stdlib_documents
@@ -142,20 +145,23 @@ def compare_minhash(texts: list[str]) -> None:
         from datatrove.utils.hashing import HashConfig
 
         cfg = MinhashConfig(hash_config=HashConfig(hash_fc="sha1"))  # its xxhash path fails with xxhash 3.x
-        kw = {"logging_dir": None, "skip_completed": False}
+        runs = iter(range(100))
+
+        def execute(pipeline, **kw):  # logging_dir=None would make datatrove write ./logs/<time>
+            LocalPipelineExecutor(pipeline, skip_completed=False, logging_dir=str(tmp / f"logs{next(runs)}"),
+                                  **kw).run()
+
         quiet = contextlib.ExitStack()  # datatrove prints a stats table per stage and task
         quiet.enter_context(contextlib.redirect_stdout(io.StringIO()))
         quiet.enter_context(contextlib.redirect_stderr(io.StringIO()))
         t0 = time.perf_counter()
-        LocalPipelineExecutor([JsonlReader(str(tmp / "in")), MinhashDedupSignature(str(tmp / "sig"), config=cfg)],
-                              tasks=1, **kw).run()
-        LocalPipelineExecutor([MinhashDedupBuckets(str(tmp / "sig"), str(tmp / "buckets"), config=cfg)],
-                              tasks=cfg.num_buckets, workers=1, **kw).run()
-        LocalPipelineExecutor([MinhashDedupCluster(str(tmp / "buckets"), str(tmp / "ids"), config=cfg)],
-                              tasks=1, **kw).run()
-        LocalPipelineExecutor([JsonlReader(str(tmp / "in")),
-                               MinhashDedupFilter(str(tmp / "ids"), exclusion_writer=JsonlWriter(str(tmp / "rm"))),
-                               JsonlWriter(str(tmp / "out"))], tasks=1, **kw).run()
+        execute([JsonlReader(str(tmp / "in")), MinhashDedupSignature(str(tmp / "sig"), config=cfg)], tasks=1)
+        execute([MinhashDedupBuckets(str(tmp / "sig"), str(tmp / "buckets"), config=cfg)],
+                tasks=cfg.num_buckets, workers=1)
+        execute([MinhashDedupCluster(str(tmp / "buckets"), str(tmp / "ids"), config=cfg)], tasks=1)
+        execute([JsonlReader(str(tmp / "in")),
+                 MinhashDedupFilter(str(tmp / "ids"), exclusion_writer=JsonlWriter(str(tmp / "rm"))),
+                 JsonlWriter(str(tmp / "out"))], tasks=1)
         dt_rate = len(docs) / (time.perf_counter() - t0)
         quiet.close()
         dt_removed = {d.id for d in JsonlReader(str(tmp / "rm")).run()}
@@ -171,18 +177,21 @@ def compare_minhash(texts: list[str]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    ap.add_argument("--shared", default=str(SHARED_DATA))
     ap.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args()
+    shared = require(args.shared)
+    try:
+        from loguru import logger
+    except ImportError:
+        sys.exit("data_vs_datatrove.py compares with datatrove: pip install -e '.[bench]'")
     logging.disable(logging.WARNING)
-    from loguru import logger
 
     logger.remove()  # datatrove's progress logging
     from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter
     from datatrove.pipeline.filters import GopherQualityFilter as DTGQ
     from datatrove.pipeline.filters import GopherRepetitionFilter as DTGR
 
-    shared = Path(args.shared)
     pages = web_pages(shared)
     extractor = HtmlExtract(favor="precision")
     extracted = [d.text for d in (extractor.process(p) for p in web_pages(shared)) if d is not None]

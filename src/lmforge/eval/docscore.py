@@ -5,7 +5,7 @@
     factory = doc_scorer_factory("runs/ref")          # checked now, loaded later (picklable)
     run_data_stage(cfg.data, out, perplexity_lm=factory)
 
-The data stage may not import later stages (DESIGN.md §3), so `lmforge.run` builds the factory and
+The data stage may not import later stages (docs/design.md §3), so `lmforge.run` builds the factory and
 injects it; every data worker process calls it to load its own copy of the model.
 
 Perplexity is WORD-level, as lm-evaluation-harness's `word_perplexity`: exp(total token NLL of the

@@ -1,4 +1,4 @@
-"""Token shard format (DESIGN.md §4) and its validation.
+"""Token shard format (docs/design.md §4) and its validation.
 
 `NAME.bin`: the tokens, raw little-endian uint16 (vocab <= 65,536) or uint32.
 `NAME.idx`: a 64-byte header, then `num_docs + 1` little-endian int64 document offsets into the

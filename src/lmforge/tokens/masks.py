@@ -1,7 +1,7 @@
 """Document (block-diagonal causal) attention masks in the two forms lmforge uses, and their memory.
 
 * Dense boolean (B, 1, T, T): what `lmforge.model.GPT` passes to SDPA; the CPU path, because
-  FlexAttention has no backward on CPU in torch 2.13 (PITFALLS.md). B*T*T bytes.
+  FlexAttention has no backward on CPU in torch 2.13. B*T*T bytes.
 * FlexAttention `BlockMask`: per (batch, query block) the list of key blocks that are fully or
   partly visible, int32 -- O(B * (T/block)^2) bytes; the CUDA path. `create_block_mask` runs
   the mask function block by block on CUDA; on CPU it is slow (seconds at T=1024) and only for tests.

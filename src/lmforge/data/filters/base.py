@@ -1,4 +1,4 @@
-"""The data-step protocol (DESIGN.md §4).
+"""The data-step protocol (docs/design.md §4).
 
 A step maps a stream of documents to a stream of documents:
 `run(docs, rank, world_size) -> Iterator[Document]`. A `Filter` overrides only
