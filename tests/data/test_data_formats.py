@@ -11,7 +11,7 @@ from lmforge.data.readers import ReadOptions, expand_inputs, file_format, read_s
 from lmforge.data.readers_web import declared_charset
 from lmforge.errors import DataError
 
-SHARED = str(Path(__file__).resolve().parents[3] / "shared" / "data")
+WEB = Path(__file__).resolve().parents[1] / "assets" / "web"  # pages written for these tests
 
 
 def _read(path, warnings=None, skipped=None, **kw):
@@ -87,28 +87,44 @@ def test_html_file_honours_declared_charset(tmp_path):
     assert "utf8_replaced" not in d.meta and d.id == str(p)
 
 
-def test_shared_latin1_page_decodes_cleanly():
-    (d,) = _read(f"{SHARED}/html/landwirt.com.sensortechnik.html")
-    assert "\ufffd" not in d.text and "Kühe" in d.text
+def test_latin1_page_decodes_cleanly():
+    (d,) = _read(WEB / "de_verein.html")  # declares iso-8859-1 and uses windows-1252's €, „ “ and –, as pages do
+    assert d.meta["charset"] == "cp1252" and "\ufffd" not in d.text
+    assert "Grünwiesen" in d.text and "3.450 €" in d.text and "„Wir haben" in d.text and "600 Gäste – so" in d.text
 
 
-def test_warc_responses_with_url_and_date():
+BLOG_URL = "https://fieldnotes.example.org/2023/10/rooftop-bees/"
+VEREIN_URL = "http://www.tsv-gruenwiesen.example.de/aktuelles/sommerfest-2023.html"
+
+
+def test_warc_responses_with_url_and_date(web_samples):
     skipped = {}
-    docs = _read(f"{SHARED}/warc/sample-0000.warc.gz", skipped=skipped)
-    assert len(docs) == 22 and all(d.meta["format"] == "html" for d in docs)
-    assert skipped == {"warcinfo": 1, "request": 22, "metadata": 1, "resource": 2}
-    d = docs[0]
-    assert d.meta["url"] == "https://www.semanticscholar.org/research/research-team"  # <...> removed
-    assert d.meta["date"] == "2024-04-25T16:24:44Z" and d.meta["record"] == 3
-    chunked = next(d for d in docs if d.meta["url"] == "https://www.cs.washington.edu/people/faculty/weld")
-    assert chunked.text.startswith("<!DOCTYPE html")  # chunked transfer-encoding undone
+    docs = _read(web_samples["warc"], skipped=skipped)
+    assert skipped == {"warcinfo": 1, "request": 4, "metadata": 1, "resource": 2}  # the crawler's own files
+    pages = [d for d in docs if "reject_reason" not in d.meta]
+    assert [(d.meta["record"], d.meta["url"]) for d in pages] == [
+        (3, BLOG_URL), (5, VEREIN_URL), (13, "https://hollins-moor-weather.example.net/rainfall/")]
+    assert all(d.meta["format"] == "html" for d in pages)
+    d = pages[0]
+    assert d.meta["url"] == BLOG_URL  # written <...> in the file, as Wget 1.19 did
+    assert d.meta["date"] == "2024-03-05T09:14:03Z" and d.meta["record"] == 3 and d.id == f"{web_samples['warc']}:3"
+    assert d.meta["warc_record_id"] == "<urn:uuid:4f1c8a52-0d3e-4b7a-9c61-2e5b7d9a0003>"
+    assert d.text == (WEB / "en_blog.html").read_text("utf-8") and d.meta["charset"] == "utf-8"
+    chunked = pages[1]  # chunked transfer-encoding undone, decoded with the HTTP header's charset
+    assert chunked.text == (WEB / "de_verein.html").read_bytes().decode("cp1252")
+    assert chunked.meta["charset"] == "cp1252" and chunked.meta["date"] == "2024-03-05T09:14:05Z"
+    rejected = {d.meta["record"]: (d.meta["reject_reason"], d.meta["url"]) for d in docs if "reject_reason" in d.meta}
+    assert rejected == {7: ("http_status", BLOG_URL + "comments/feed/"),
+                        9: ("unsupported_content_type", "https://fieldnotes.example.org/img/hive.png")}
 
 
-@pytest.mark.parametrize("name", ["whirlwind.warc.wet", "whirlwind.warc.wet.gz"])
-def test_wet_conversion_records(name):
-    (d,) = _read(f"{SHARED}/warc/{name}")
-    assert d.text.startswith("Escopete - Biquipedia") and "format" not in d.meta
-    assert d.meta["url"] == "https://an.wikipedia.org/wiki/Escopete" and d.meta["cc_lang"] == "spa"
+@pytest.mark.parametrize("name", ["wet", "wet_gz"])
+def test_wet_conversion_records(web_samples, name):
+    (d,) = _read(web_samples[name])
+    assert d.text.startswith("Torrecilla del Monte - Enciclopedia libre\n") and "format" not in d.meta
+    assert d.text.rstrip().endswith("durante el verano.") and "autónoma" in d.text
+    assert d.meta["url"] == "https://es.wiki.example.org/wiki/Torrecilla_del_Monte" and d.meta["cc_lang"] == "spa"
+    assert d.meta["record"] == 2 and d.meta["date"] == "2024-05-18T09:14:02Z"
 
 
 def test_html_extraction_main_text_and_fallback(monkeypatch):
@@ -116,12 +132,16 @@ def test_html_extraction_main_text_and_fallback(monkeypatch):
     from lmforge.data.document import Document
     from lmforge.data.extract import HtmlExtract, all_text_nodes
 
-    (page,) = _read(f"{SHARED}/html/en.wikipedia.org.tsne.html")
+    (page,) = _read(WEB / "en_blog.html")
+    naive = all_text_nodes(page.text)  # the baseline keeps the page's chrome
     step = HtmlExtract()
     out = step.process(page)
-    assert "t-distributed stochastic neighbor embedding" in out.text and "<div" not in out.text
+    assert out.text.startswith("What a year of rooftop beekeeping taught me\nLast spring I carried two wooden hives")
+    assert out.text.endswith("going on above their heads.") and "<div" not in out.text and "<p>" not in out.text
     assert out.meta["extractor"] == "trafilatura"
-    assert "Jump to navigation" not in out.text  # boilerplate the naive baseline keeps
+    for chrome in ("This website uses cookies", "Manage settings", "About me", "Too many tomatoes", "Recent posts",
+                   "Subscribe", "All rights reserved", "Privacy policy", "Share this post", "Great write-up"):
+        assert chrome in naive and chrome not in out.text, chrome
     assert all_text_nodes("<p>a</p><script>x=1</script>") == "a"
     monkeypatch.setattr(extract, "extract_trafilatura", lambda *a, **k: "")  # trafilatura finds nothing
     tiny = Document("t", "<html><body><nav>Home</nav><p>Just one line.</p><script>x=1</script></body></html>",

@@ -187,20 +187,24 @@ def test_bad_tokenizer_path_is_a_data_error(tmp_path):
         run_data_stage(_cfg(inputs=[str(p)], tokenizer=str(tmp_path / "nope.json")), tmp_path / "o", progress=False)
 
 
-def test_web_pipeline_on_shared_samples(tmp_path):
+def test_web_pipeline_on_web_samples(tmp_path, web_samples):
     from lmforge.config import C4Config, GopherQualityConfig, LanguageConfig
 
-    shared = Path(__file__).resolve().parents[3] / "shared" / "data"
-    html = f"{shared}/html/"
-    cfg = _cfg(inputs=[f"{shared}/warc/whirlwind.warc.wet", html + "gregoryszorc.com.python3.html",
-                       html + "spiegel.de.albtraum.html", html + "lemire.me.json.html"],
+    web = Path(__file__).resolve().parents[1] / "assets" / "web"
+    cfg = _cfg(inputs=[str(web_samples["wet"]), str(web / "en_blog.html"), str(web / "de_verein.html"),
+                       str(web / "en_rainfall.html"), str(web / "en_templates.html")],
                language=LanguageConfig(enabled=True, languages=["en"]),
                gopher_quality=GopherQualityConfig(enabled=True), c4=C4Config(enabled=True))
     r = run_data_stage(cfg, tmp_path / "o", progress=False)
     (kept,) = list(iter_clean_documents(tmp_path / "o"))
-    assert kept.meta["lang"] == "en" and "Mercurial" in kept.text and kept.meta["extractor"] == "trafilatura"
-    assert r["rejected"]["wrong_language"]["count"] == 2  # the Aragonese WET page and the German page
-    assert r["rejected"]["gopher_few_alpha_words"]["count"] == 1  # lemire.me: mostly a table of numbers
-    assert r["languages_seen"]["de"] == 1 and r["languages_seen"]["en"] == 2 and r["languages"] == {"en": 1}
+    assert kept.meta["lang"] == "en" and "rooftop hive" in kept.text and kept.meta["extractor"] == "trafilatura"
+    assert "cookies" not in kept.text and "Recent posts" not in kept.text  # the page's chrome is gone
+    rejected = {d.meta["source"]: d.meta["reject_reason"] for d in _rejects(tmp_path / "o")}
+    assert rejected == {str(web_samples["wet"]): "wrong_language",  # the Spanish WET page (tagged spa)
+                        str(web / "de_verein.html"): "wrong_language",  # the German page (windows-1252)
+                        str(web / "en_rainfall.html"): "gopher_few_alpha_words",  # mostly a table of numbers
+                        str(web / "en_templates.html"): "c4_curly_bracket"}  # a "{placeholder}" in its prose
+    assert r["rejected"]["wrong_language"]["count"] == 2 and r["documents_in"] == 5
+    assert r["languages_seen"] == {"en": 3, "de": 1, "es": 1} and r["languages"] == {"en": 1}
     assert [s["name"] for s in r["steps"]] == ["read", "html_extract", "clean", "length", "language",
                                                "gopher_quality", "c4", "dedup_signatures", "exact_dedup"]
