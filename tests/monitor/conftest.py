@@ -33,6 +33,11 @@ def write_run(root: Path, name: str, *, n_train: int, n_val: int, status: str | 
         s = i * n_train // n_val
         lines.append(json.dumps({"step": s, "time": t0 + s, "kind": "val", "loss": scale * (2.2 + 2.0 / i)}))
     if extras:
+        for s in range(10, n_train + 1, 10):  # per-layer statistics, as monitor.layer_stats_every writes them
+            groups = ["wte", *(f"blocks.{i}" for i in range(12)), "ln_f"]
+            lines.append(json.dumps({"step": s, "time": t0 + s, "kind": "layers",
+                                     **{f"grad_norm/{g}": 0.1 * (i + 1) / s for i, g in enumerate(groups)},
+                                     **{f"update_ratio/{g}": 1e-3 * (i + 1) for i, g in enumerate(groups)}}))
         lines.append(json.dumps({"step": 20, "time": t0 + 20, "kind": "anomaly", "type": "grad_explosion",
                                  "message": "gradient norm 12 > 10: <b>exploding</b>", "value": 12.0}))
         lines.append(json.dumps({"step": 30, "time": t0 + 30, "kind": "sample", "prompt": "To be",

@@ -6,6 +6,7 @@ Needs Debian's chromium and the Playwright Python package (never `playwright ins
 Skipped with a reason when either is missing. Screenshot: test-artifacts/dashboard.png (repo root).
 """
 
+import math
 import shutil
 import time
 from pathlib import Path
@@ -94,6 +95,18 @@ def test_dashboard_in_browser(page, recorded_runs):
         page.locator(".tab[data-tab=eval]").click()
         page.wait_for_function("() => document.getElementById('tab-eval').innerText.includes('perplexity')")
         assert "10.44" in page.locator("#tab-eval").inner_text()
+
+        # the per-layer heat map of the run in Details: layers in model order x the logged steps
+        heat = "() => (document.getElementById('chart-layers').data || []).find(t => t.type === 'heatmap')"
+        page.wait_for_function(f"() => ({heat})() !== undefined")
+        hm = page.evaluate(heat)
+        assert hm["x"] == [10, 20, 30, 40]
+        assert hm["y"] == ["blocks.0", "blocks.1", "blocks.2", "blocks.3", "blocks.4", "blocks.5", "blocks.6",
+                           "blocks.7", "blocks.8", "blocks.9", "blocks.10", "blocks.11", "ln_f", "wte"]
+        assert hm["z"][0][0] == pytest.approx(math.log10(0.2 / 10))  # grad_norm/blocks.0 at step 10, log10
+        page.select_option("#layers-metric", "update_ratio/")
+        assert page.evaluate(f"() => ({heat})().z[0][0]") == pytest.approx(math.log10(2e-3))
+        assert "train loss (smoothed)" in page.locator("#runs-table thead").inner_text().lower()
 
         page.locator(".tab[data-tab=config]").click()
         page.wait_for_function("() => document.getElementById('tab-config').innerText.includes('lr: 0.003')")

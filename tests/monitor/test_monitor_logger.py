@@ -35,6 +35,21 @@ def test_system_stats_falls_back_to_proc(monkeypatch):
     assert got is not None and abs(got - expected) < 50
 
 
+def test_smoothed_loss_follows_steps_not_events(tmp_path):
+    """A loss logged every 10 steps is smoothed over `ema_window` steps: after a drop it catches up in
+    about that many steps (an EMA over events would lag 10x longer), and `loss_avg` is what it smooths."""
+    with RunLogger(tmp_path, MonitorConfig(ema_window=20, system_every=0, plots=False, tensorboard=False)) as mon:
+        for step in range(10, 101, 10):
+            mon.log("train", step, loss=9.0, loss_avg=5.0)
+        for step in range(110, 141, 10):
+            mon.log("train", step, loss=1.0, loss_avg=1.0)
+    smooth = {e["step"]: e["loss_smooth"] for e in read_metrics(tmp_path / "metrics.jsonl", "train")}
+    assert smooth[100] == pytest.approx(5.0)  # the interval means, not the single logged step's loss
+    keep = (1 - 2 / 21) ** 10
+    assert smooth[110] == pytest.approx(1.0 + keep * 4.0)
+    assert smooth[140] == pytest.approx(1.0 + keep**4 * 4.0) and smooth[140] < 1.25
+
+
 def test_run_logger_fans_out_and_smooths(tmp_path):
     cfg = Config(monitor=MonitorConfig(ema_window=3, system_every=0, plots=False, tensorboard=False))
     with RunLogger(tmp_path, cfg) as mon:

@@ -3,8 +3,8 @@
 trafilatura finds the main content (drops menus, footers, teasers); where it returns nothing (odd
 markup, very short pages) selectolax's Lexbor parser gives the text of the body without
 script/style/nav/header/footer. Pages where both give nothing are rejected as `no_text`.
-Measured on shared/data/html (benchmarks/data_html_extraction.py): trafilatura F1 ≈ 0.92 vs 0.62 for
-"all text nodes".
+Measured on 40 real web pages with trafilatura's snippet benchmark (benchmarks/data_html_extraction.py):
+trafilatura F1 ≈ 0.92 vs 0.62 for "all text nodes".
 """
 
 from __future__ import annotations

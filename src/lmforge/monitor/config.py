@@ -18,12 +18,17 @@ class MonitorConfig:
     """Flush TensorBoard events at least this often (seconds)."""
     histogram_every: int = 0
     """Write weight and gradient histograms to TensorBoard every N steps; 0 = never."""
+    layer_stats_every: int = 50
+    """Log each layer's gradient norm and update-to-weight ratio (a `layers` event: metrics.jsonl,
+    TensorBoard `layers/`, the dashboard's heat map) every N steps; 0 = never. Costs one pass over
+    the gradients and a copy of the weights on those steps."""
     console: bool = False
     """Also print every train/val event as one line (for logs; the progress bar is separate)."""
     quiet: bool = False
     """No progress bars and no console metric lines (the env LMFORGE_QUIET=1 does the same)."""
     ema_window: int = 20
-    """Window of the EMA that smooths the logged loss (`loss_smooth`): alpha = 2 / (window + 1)."""
+    """Window in steps of the EMA that smooths the logged loss (`loss_smooth`): alpha = 2 / (window + 1)
+    per step, whatever `train.log_every` is."""
     system_every: float = 10.0
     """Log a `system` event (RSS, CUDA memory, GPU util/temperature/power) at most every N seconds; 0 = never."""
     plots: bool = True
@@ -55,6 +60,7 @@ class MonitorConfig:
     def __post_init__(self) -> None:
         _check(self.tb_flush_secs > 0, "monitor.tb_flush_secs", "must be > 0")
         _check(self.histogram_every >= 0, "monitor.histogram_every", "must be >= 0 (0 = never)")
+        _check(self.layer_stats_every >= 0, "monitor.layer_stats_every", "must be >= 0 (0 = never)")
         _check(self.ema_window >= 1, "monitor.ema_window", "must be >= 1")
         _check(self.system_every >= 0, "monitor.system_every", "must be >= 0 (0 = never)")
         _check(self.grad_norm_max >= 0, "monitor.grad_norm_max", "must be >= 0 (0 = off)")

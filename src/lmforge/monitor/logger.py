@@ -84,6 +84,7 @@ class RunLogger:
         self.on_anomaly: list = self.detector.on_anomaly if self.detector else []
         self.anomalies: deque[Anomaly] = deque(maxlen=1000)  # the most recent ones, for callers to inspect
         self._ema: float | None = None
+        self._ema_step: int | None = None
         self._last_system = 0.0
         self._last_step = step
         self._closed = False
@@ -108,13 +109,8 @@ class RunLogger:
         self._last_step = step
         values = {k: _plain(v) for k, v in values.items()}
         if kind == "train" and "loss" in values:
-            alpha = 2.0 / (self.cfg.ema_window + 1)
-            try:
-                loss = float(values["loss"])  # also a 0-d tensor
-            except (TypeError, ValueError):
-                loss = math.nan
-            if math.isfinite(loss):
-                self._ema = loss if self._ema is None else alpha * loss + (1 - alpha) * self._ema
+            loss = _float(values["loss"])
+            self._smooth(step, _float(values.get("loss_avg", loss)))
             if self._ema is not None:
                 values.setdefault("loss_smooth", self._ema)
             if values["loss"] is not None:
@@ -126,7 +122,7 @@ class RunLogger:
         if self.tb is not None:
             if kind == "sample":
                 self.tb.text("samples", f"**{values.get('prompt', '')}**{values.get('text', '')}", step)
-            elif kind in ("train", "val", "system", "eval"):
+            elif kind in ("train", "val", "system", "eval", "layers"):
                 self.tb.scalars(step, values, prefix=kind)
         if self.cfg.console and self.enabled and not self.quiet and kind in ("train", "val"):
             self._console(kind, step, values)
@@ -135,6 +131,17 @@ class RunLogger:
         if kind == "train" and self.cfg.system_every and time.monotonic() - self._last_system >= self.cfg.system_every:
             found = found + self.log_system(step)  # already recorded by the nested log()
         return found
+
+    def _smooth(self, step: int, loss: float) -> None:
+        """EMA over steps, not events: with a loss logged every k steps (the mean of those k steps,
+        `loss_avg`, when given), the old value decays by (1 - alpha)^k, so the smoothed loss lags by
+        about `ema_window` steps whatever `train.log_every` is."""
+        if not math.isfinite(loss):
+            return
+        keep = 1.0 - 2.0 / (self.cfg.ema_window + 1)
+        gap = max(1, step - self._ema_step) if self._ema_step is not None else 1
+        self._ema = loss if self._ema is None else loss + keep**gap * (self._ema - loss)
+        self._ema_step = step
 
     def _detect(self, kind: str, step: int, values: dict[str, Any]) -> list[Anomaly]:
         if self.detector is None:
@@ -157,11 +164,6 @@ class RunLogger:
             return False
         self.tb.histograms(step, model)
         return True
-
-    def log_hparams(self, hparams: dict[str, Any], metrics: dict[str, float] | None = None) -> None:
-        """Hyper-parameters and final metrics to TensorBoard's HPARAMS tab."""
-        if self.tb is not None:
-            self.tb.hparams(hparams, metrics)
 
     def _tb_anomaly(self, a: Anomaly) -> None:
         if self.tb is not None:
@@ -224,3 +226,10 @@ class RunLogger:
             self.close("interrupted")
         else:
             self.close("crashed", error=f"{exc_type.__name__}: {exc}")
+
+
+def _float(v: Any) -> float:
+    try:
+        return float(v)  # also a 0-d tensor
+    except (TypeError, ValueError):
+        return math.nan

@@ -93,13 +93,15 @@ class TBWriter:
         return len(items)
 
     def histograms(self, step: int, model: Any, *, weights: bool = True, grads: bool = True) -> int:
-        """Histograms of every parameter (`weights/NAME`) and its gradient (`grads/NAME`)."""
+        """Histograms of every parameter (`weights/NAME`) and its gradient (`grads/NAME`). A sharded
+        parameter (FSDP2 DTensor) contributes this rank's shard."""
+        local = lambda t: t.to_local() if hasattr(t, "to_local") else t  # noqa: E731
         items = []
         for name, p in model.named_parameters():
             if weights:
-                items.append((f"weights/{name}", p.detach().float().cpu().clone()))
+                items.append((f"weights/{name}", local(p).detach().float().cpu().clone()))
             if grads and p.grad is not None:
-                g = p.grad.detach().float().cpu().clone()
+                g = local(p.grad).detach().float().cpu().clone()
                 if bool(g.isfinite().all()):  # a NaN would make TensorBoard refuse the histogram
                     items.append((f"grads/{name}", g))
 

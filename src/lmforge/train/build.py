@@ -25,7 +25,7 @@ from lmforge.model import GPT
 from lmforge.monitor.logger import RunLogger
 from lmforge.train.callbacks import AnomalyCallback, CheckpointCallback, EvalCallback, LogCallback
 from lmforge.train.callbacks.base import Callback
-from lmforge.train.callbacks.extra import EarlyStopCallback, SampleCallback
+from lmforge.train.callbacks.extra import EarlyStopCallback, LayerStatsCallback, SampleCallback
 from lmforge.train.config import TrainConfig
 from lmforge.train.distributed import DistInfo, init_distributed
 from lmforge.train.lock import RunLock
@@ -170,10 +170,14 @@ def build_model(cfg: Config, device: torch.device) -> nn.Module:
     return GPT(cfg.model).to(device)
 
 
-def default_callbacks(t: TrainConfig, tokenizer: Any = None) -> list:
-    """Anomaly policy, log, eval, [early stop], [sample], checkpoint: the NaN policy acts first,
-    early stopping reads the fresh val loss, and the checkpoint comes last so it holds all of it."""
-    cbs: list = [AnomalyCallback(), LogCallback(), EvalCallback()]
+def default_callbacks(t: TrainConfig, tokenizer: Any = None, monitor: Any = None) -> list:
+    """Anomaly policy, log, [layer stats], eval, [early stop], [sample], checkpoint: the NaN policy
+    acts first, early stopping reads the fresh val loss, and the checkpoint comes last so it holds
+    all of it. `monitor`: the MonitorConfig (layer statistics and histograms)."""
+    cbs: list = [AnomalyCallback(), LogCallback()]
+    if monitor is not None and (monitor.layer_stats_every or monitor.histogram_every):
+        cbs.append(LayerStatsCallback(monitor.layer_stats_every))
+    cbs.append(EvalCallback())
     if t.early_stop_patience:
         cbs.append(EarlyStopCallback(t.early_stop_patience, t.early_stop_min_delta))
     if t.sample_every and tokenizer is not None:
@@ -196,7 +200,8 @@ def build_trainer(cfg: Config, run_dir: Path, *, resume: str | None = None) -> t
             cfg = with_micro_batch(cfg, device, dist_info)
         train_loader, make_val = open_loaders(cfg, run_dir, dist_info, tok.fingerprint)
         trainer = assemble(cfg, run_dir, device, dist_info, train_loader, make_val,
-                           data_fingerprint(run_dir / "tokens"), callbacks=default_callbacks(cfg.train, tok))
+                           data_fingerprint(run_dir / "tokens"), callbacks=default_callbacks(
+                               cfg.train, tok, cfg.monitor))
         start_or_resume(trainer, resume)
     except BaseException:
         if lock is not None:
@@ -246,7 +251,8 @@ def assemble(cfg: Config, run_dir: Path, device: torch.device, dist_info: DistIn
     return Trainer(cfg=cfg, run_dir=run_dir, model=model, raw_model=raw, optimizer=optimizer,
                    settings=step_settings(t, precision, device, dist_info.world_size), train_loader=train_loader,
                    make_val_loader=make_val_loader, writer=writer,
-                   callbacks=callbacks if callbacks is not None else default_callbacks(t), rank=dist_info.rank,
+                   callbacks=callbacks if callbacks is not None else default_callbacks(t, monitor=cfg.monitor),
+                   rank=dist_info.rank,
                    world_size=dist_info.world_size, tokens_per_step=tokens_per_step, total_steps=total,
                    data_fingerprint=fingerprint, peak_flops=peak_flops(t, precision, device),
                    val_bytes_per_token=getattr(make_val_loader, "bytes_per_token", 0.0))

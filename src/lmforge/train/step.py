@@ -66,11 +66,14 @@ def step_denominator(micro_batches: Sequence[Any], s: StepSettings) -> float:
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches: Sequence[Any],
-               s: StepSettings, *, apply_update: Callable[[float, float], bool] | None = None) -> StepResult:
+               s: StepSettings, *, apply_update: Callable[[float, float], bool] | None = None,
+               on_grads: Callable[[], None] | None = None) -> StepResult:
     """Accumulate gradients over `micro_batches`, clip, and update unless the step is not finite.
 
     `model` may be wrapped in DDP: gradient all-reduce is deferred to the last micro-batch (no_sync).
     `apply_update(loss, grad_norm)` may veto the update (e.g. an injected fault); default: finite.
+    `on_grads()` runs once the gradients are complete (reduced and unscaled, not yet clipped) and the
+    weights not yet updated: the moment for per-layer gradient statistics.
     """
     denom = step_denominator(micro_batches, s)
     scale = s.world_size / max(denom, 1e-12)  # DDP averages gradients over ranks; undo that
@@ -85,6 +88,8 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches
         ce_sum = ce_sum + sums.ce.detach()
     if s.scaler is not None:
         s.scaler.unscale_(optimizer)
+    if on_grads is not None:
+        on_grads()
     params = [p for g in optimizer.param_groups for p in g["params"]]
     norm = torch.nn.utils.clip_grad_norm_(params, s.grad_clip if s.grad_clip > 0 else float("inf"))
     if hasattr(norm, "full_tensor"):  # FSDP2: a DTensor

@@ -112,10 +112,9 @@ class Trainer:
             if stop and not self.stop_requested:
                 self.stop_requested = "SIGTERM"  # another rank got the signal
 
-    def lr(self) -> float:
-        """The schedule's rate for the coming step. Its horizon is the step budget, or, when a time
-        budget will end the run sooner, the steps the speed so far predicts (so the decay still
-        finishes; such runs are not bitwise reproducible, as wall time never is)."""
+    def horizon(self) -> int | None:
+        """The step the run will end at: the step budget, or, when a time budget will end it sooner,
+        the step the speed so far predicts; None when no budget bounds the run."""
         t, step = self.cfg.train, self.state.step
         total = self.total_steps
         if t.max_time:
@@ -123,7 +122,13 @@ class Trainer:
             predicted = max(step + 1, int(step / frac)) if frac > 0 and step > 0 else None
             if predicted is not None and (total is None or predicted < total):
                 total = predicted
-        return lr_at(step, t, total if total is not None else 10**9)
+        return total
+
+    def lr(self) -> float:
+        """The schedule's rate for the coming step, over the `horizon` (so the decay still finishes
+        under a time budget; such runs are not bitwise reproducible, as wall time never is)."""
+        total = self.horizon()
+        return lr_at(self.state.step, self.cfg.train, total if total is not None else 10**9)
 
     def budget_reached(self) -> str | None:
         t, s = self.cfg.train, self.state
@@ -159,7 +164,7 @@ class Trainer:
         batches = [self.next_batch() for _ in range(self.cfg.train.grad_accum)]
         self.model.train()
         try:
-            result = train_step(self.model, self.optimizer, batches, self.settings)
+            result = train_step(self.model, self.optimizer, batches, self.settings, on_grads=self._pre_update)
         except (torch.OutOfMemoryError, RuntimeError) as e:
             if isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e):
                 raise LmforgeError(oom_message(self, e)) from None
@@ -172,6 +177,10 @@ class Trainer:
             cb.post_step(self, result)
         self.stop_reason = self.stop_reason or self.stop_requested
         return result
+
+    def _pre_update(self) -> None:
+        for cb in self.callbacks:
+            cb.pre_update(self)
 
     # ---------------------------------------------------------------- evaluation
     @torch.no_grad()

@@ -16,6 +16,10 @@ class Callback:
     def pre_train(self, trainer: Trainer) -> None:
         """After model, optimiser and data are ready and any checkpoint is restored."""
 
+    def pre_update(self, trainer: Trainer) -> None:
+        """Inside each step: gradients complete (not yet clipped), weights not yet updated;
+        `trainer.state.step` is still the previous step's number."""
+
     def post_step(self, trainer: Trainer, result: StepResult) -> None:
         """After every optimiser step; `trainer.state.step` is already incremented."""
 

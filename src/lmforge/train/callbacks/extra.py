@@ -1,4 +1,4 @@
-"""Optional callbacks: early stopping on the validation loss, and periodic samples."""
+"""Optional callbacks: early stopping on the validation loss, periodic samples, per-layer statistics."""
 
 from __future__ import annotations
 
@@ -66,3 +66,48 @@ class SampleCallback(Callback):
             trainer.raw_model.train()
         for prompt, text in zip(e.prompts, texts):
             trainer.writer.log("sample", trainer.state.step, prompt=prompt, text=text)
+
+
+class LayerStatsCallback(Callback):
+    """Every `monitor.layer_stats_every` steps a `layers` event: each layer's gradient norm (before
+    clipping) and update-to-weight ratio (lmforge.monitor.modelstats); on the steps the logger's
+    `monitor.histogram_every` names, weight and gradient histograms to TensorBoard. Runs on every rank
+    (FSDP sums the shards' squares across ranks); rank 0 writes."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self.tracker: Any = None
+        self._grads: dict[str, float] = {}
+
+    def pre_train(self, trainer: Trainer) -> None:
+        from lmforge.monitor.modelstats import UpdateTracker
+
+        self.tracker = UpdateTracker(trainer.raw_model, reduce=self._reduce(trainer))
+
+    @staticmethod
+    def _reduce(trainer: Trainer) -> Any:
+        sharded = any(hasattr(p, "to_local") for p in trainer.raw_model.parameters())
+        if not sharded or trainer.world_size == 1:
+            return None  # replicated (single process or DDP): every rank already holds whole tensors
+        from lmforge.train.distributed import all_reduce_sum
+
+        return all_reduce_sum
+
+    def pre_update(self, trainer: Trainer) -> None:
+        step = trainer.state.step + 1  # the step being taken
+        if self.every and step % self.every == 0:
+            from lmforge.monitor.modelstats import layer_grad_norms
+
+            self._grads = layer_grad_norms(trainer.raw_model, reduce=self.tracker.reduce)
+            self._grads.pop("grad_norm", None)  # the total is in the `train` event already
+            self.tracker.before()
+        if trainer.rank == 0:
+            trainer.writer.log_histograms(step, trainer.raw_model)  # no-op unless histogram_every divides step
+
+    def post_step(self, trainer: Trainer, result: StepResult) -> None:
+        if self.tracker is None or not self.tracker.armed:
+            return
+        values = {**self._grads, **self.tracker.after()}
+        self._grads = {}
+        if trainer.rank == 0 and values:
+            trainer.writer.log("layers", trainer.state.step, **values)

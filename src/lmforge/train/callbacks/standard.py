@@ -70,6 +70,11 @@ class LogCallback(Callback):
         s = trainer.state
         self._losses.append(result.loss)
         if self.bar is not None:
+            horizon = trainer.horizon()  # whichever budget ends the run first (steps or time)
+            if horizon is not None and horizon != self.bar.total:
+                from lmforge.monitor.progress import BAR_FORMAT
+
+                self.bar.total, self.bar.bar_format = horizon, BAR_FORMAT
             self.bar.update(1)
         if s.step % trainer.cfg.train.log_every and s.step != 1:
             return

@@ -76,6 +76,7 @@ function setDetail(name) {
   $("detail-run").value = name;
   document.querySelectorAll("#runs-body tr").forEach((tr) => tr.classList.toggle("current", tr.dataset.run === name));
   renderDetails(true);
+  draw(); // the per-layer heat map follows the run in Details
   $("detail-run").scrollIntoView({ behavior: "smooth", block: "start" });
 }
 
@@ -218,6 +219,7 @@ function init() {
   });
   $("xaxis").addEventListener("change", draw);
   $("logy").addEventListener("change", draw);
+  $("layers-metric").addEventListener("change", draw);
   $("live").addEventListener("change", () => { if ($("live").checked) refresh(); else clearTimeout(timer); });
   $("detail-run").addEventListener("change", () => setDetail($("detail-run").value));
   document.querySelectorAll(".tab").forEach((b) => b.addEventListener("click", () => {

@@ -51,7 +51,7 @@ function fmtDuration(s) {
 function newRunData() {
   const cols = (keys) => Object.fromEntries(["step", "time", "tokens", ...keys].map((k) => [k, []]));
   return { offset: 0, t0: null, train: cols(TRAIN_KEYS), val: cols(["loss"]), system: cols(SYSTEM_KEYS),
-           anomalies: [], samples: [] };
+           anomalies: [], samples: [], layers: [] };
 }
 
 function ingest(d, ev) {
@@ -64,6 +64,7 @@ function ingest(d, ev) {
   if (ev.kind === "train") push(d.train, TRAIN_KEYS, ev);
   else if (ev.kind === "val") push(d.val, ["loss"], { loss: ev.loss !== undefined ? ev.loss : ev.val_loss });
   else if (ev.kind === "system") push(d.system, SYSTEM_KEYS, ev);
+  else if (ev.kind === "layers") d.layers.push(ev);
   else if (ev.kind === "anomaly") d.anomalies.push(ev);
   else if (ev.kind === "sample") d.samples.push(ev);
 }
@@ -146,6 +147,25 @@ function decimate(x, y) {
     for (const i of mn <= mx ? [mn, mx] : [mx, mn]) { ox.push(x[i]); oy.push(y[i]); }
   }
   return [ox, oy];
+}
+
+function layerOrder(a, b) { // blocks.2 before blocks.10; other groups (embeddings, head) by name around them
+  const na = a.match(/^(.*?)(\d+)$/), nb = b.match(/^(.*?)(\d+)$/);
+  if (na && nb && na[1] === nb[1]) return Number(na[2]) - Number(nb[2]);
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function layerHeatmap(d, prefix) { // `layers` events -> one heat map trace: layers (y) x steps (x), log10 colour
+  const names = new Set();
+  for (const ev of d.layers) for (const k of Object.keys(ev)) if (k.startsWith(prefix)) names.add(k.slice(prefix.length));
+  const rows = [...names].sort(layerOrder);
+  if (!rows.length) return [];
+  const x = d.layers.map((ev) => ev.step);
+  const z = rows.map((r) => d.layers.map((ev) => { const v = num(ev[prefix + r]); return v !== null && v > 0 ? Math.log10(v) : null; }));
+  const text = rows.map((r) => d.layers.map((ev) => { const v = num(ev[prefix + r]); return v === null ? "–" : v.toExponential(2); }));
+  return [{ type: "heatmap", x, y: rows, z, text, colorscale: "Viridis", meta: { role: "layers" },
+            colorbar: { title: { text: "log10", side: "right" }, thickness: 10 },
+            hovertemplate: "%{y} @ step %{x}: %{text}<extra></extra>" }];
 }
 
 // ------------------------------------------------------------------ charts
@@ -240,6 +260,12 @@ function draw() {
     }
   }
   const plot = (id, traces, lay) => Plotly.react($(id), traces, finishLayout(lay, traces), PLOT_CONFIG);
+  const detail = state.detail && state.data[state.detail];
+  const metric = $("layers-metric").value;
+  charts.layers = detail ? layerHeatmap(detail, metric) : [];
+  const what = metric === "grad_norm/" ? "Gradient norm" : "Update / weight ratio";
+  plot("chart-layers", charts.layers, layout(`${what} per layer — ${state.detail || "no run"} (monitor.layer_stats_every)`,
+                                             "step", { yaxis: { ...layout("", "").yaxis, tickformat: "", autorange: "reversed" } }));
   plot("chart-loss", charts.loss, layout("Training loss", xtitle,
        { yaxis: { ...layout("", "").yaxis, type: logy ? "log" : "linear" }, uirevision: `${xmode}-${logy}` }));
   plot("chart-val", charts.val, layout("Validation loss", xtitle));
