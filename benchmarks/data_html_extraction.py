@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from _shared import SHARED_DATA, require
 
-from lmforge.data.extract import all_text_nodes, extract_selectolax, extract_trafilatura
+from lmforge.data.extract import extract_selectolax, extract_trafilatura
 from lmforge.data.readers import ReadOptions, read_source
 
 
@@ -55,7 +55,7 @@ def main() -> None:
         (doc,) = read_source(str(data / item["file"]), ReadOptions())
         pages.append((doc.text, key if key.startswith("http") else None, item))
     methods = {
-        "naive: all text nodes (baseline)": lambda h, u: all_text_nodes(h),
+        "naive: all text nodes (baseline)": lambda h, u: extract_selectolax(h, drop=("script", "style", "noscript")),
         "selectolax minus page chrome": lambda h, u: extract_selectolax(h),
         "trafilatura, lmforge default (no comments)": lambda h, u: extract_trafilatura(h, url=u),
         "trafilatura, with comments (its default)": lambda h, u: extract_trafilatura(h, url=u, comments=True),

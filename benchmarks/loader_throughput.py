@@ -71,7 +71,7 @@ def main() -> None:
     from lmforge.model import get_preset
     from lmforge.tokens.loader import TokenLoader
     from lmforge.tokens.masks import mask_memory_report
-    from lmforge.tokens.packing import packing_report
+    from lmforge.tokens.packing import PACKERS
     from lmforge.tokens.shards import open_split
 
     T = get_preset("small")["block_size"]
@@ -79,7 +79,7 @@ def main() -> None:
         make_tokens(Path(tmp), a.tokens, a.vocab)
         ds = open_split(tmp, "train")
         t0 = time.perf_counter()
-        rep = packing_report(ds, T)
+        rep = {name: cls(ds, T).stats() for name, cls in PACKERS.items()}  # padding and split rates
         pack_s = time.perf_counter() - t0
         rates = {(p, f): loader_rate(ds, p, f, T, a.batch) for p in ("concat", "best_fit") for f in (0, 2)}
         model, opt = small_model(a.vocab)

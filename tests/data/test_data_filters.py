@@ -9,9 +9,8 @@ from lmforge.data.filters.heuristic import (
     GopherQualityFilter,
     GopherRepetitionFilter,
     LengthFilter,
-    dup_ngram_char_fraction,
-    top_ngram_char_fraction,
 )
+from lmforge.data.filters.ngrams import NGrams
 from lmforge.data.filters.web import C4Filter, FineWebFilter, count_sentences
 
 PROSE = (
@@ -83,11 +82,11 @@ def test_gopher_quality_thresholds_configurable():
 
 def test_ngram_fractions_exact():
     words = "a b c a b c".split()  # text "a b c a b c": 11 characters
-    assert top_ngram_char_fraction(words, 2, 11) == pytest.approx(2 * 3 / 11)  # "a b" twice, 3 chars each
-    assert top_ngram_char_fraction("a b c d".split(), 2, 7) == pytest.approx(3 / 7)  # top 2-gram occurs once
-    assert dup_ngram_char_fraction(words, 3, 11) == pytest.approx(3 / 11)  # the second "a b c" repeats
-    assert dup_ngram_char_fraction("x y z a b c w a b c".split(), 3, 19) == pytest.approx(3 / 19)
-    assert dup_ngram_char_fraction("a a a a a a a".split(), 2, 13) == pytest.approx(6 / 13)  # repeats skip whole
+    assert NGrams(words).top_fraction(2, 11) == pytest.approx(2 * 3 / 11)  # "a b" twice, 3 chars each
+    assert NGrams("a b c d".split()).top_fraction(2, 7) == pytest.approx(3 / 7)  # top 2-gram occurs once
+    assert NGrams(words).dup_fraction(3, 11) == pytest.approx(3 / 11)  # the second "a b c" repeats
+    assert NGrams("x y z a b c w a b c".split()).dup_fraction(3, 19) == pytest.approx(3 / 19)
+    assert NGrams("a a a a a a a".split()).dup_fraction(2, 13) == pytest.approx(6 / 13)  # repeats skip whole
 
 
 def test_gopher_repetition_passes_prose():

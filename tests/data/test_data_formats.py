@@ -130,7 +130,10 @@ def test_wet_conversion_records(web_samples, name):
 def test_html_extraction_main_text_and_fallback(monkeypatch):
     from lmforge.data import extract
     from lmforge.data.document import Document
-    from lmforge.data.extract import HtmlExtract, all_text_nodes
+    from lmforge.data.extract import HtmlExtract, extract_selectolax
+
+    def all_text_nodes(html):  # the naive baseline: every text node but scripts and styles
+        return extract_selectolax(html, drop=("script", "style", "noscript"))
 
     (page,) = _read(WEB / "en_blog.html")
     naive = all_text_nodes(page.text)  # the baseline keeps the page's chrome

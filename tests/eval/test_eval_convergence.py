@@ -9,8 +9,6 @@ import pytest
 from lmforge.monitor.convergence import (
     BestTracker,
     EarlyStopping,
-    PlateauDetector,
-    is_plateau,
     overfitting_verdict,
     run_history,
 )
@@ -40,28 +38,6 @@ def test_early_stopping_counts_evaluations_and_resumes():
     assert es.step(1.5, step=3) is False and es.bad_evals == 0  # an improvement resets the count
     acc = EarlyStopping(patience=1, mode="max")
     assert acc.step(0.7) is False and acc.step(0.6) is True
-
-
-def test_plateau_without_smoothing_hand_computed():
-    det = PlateauDetector(window=2, threshold=0.01, alpha=1.0)
-    flags = [det.update(v) for v in [10.0, 9.0, 8.0, 7.99, 7.985]]
-    # t=2: |8-10|/10 = 0.2; t=3: |7.99-9|/9 = 0.112; t=4: |7.985-8|/8 = 0.0019 < 0.01
-    assert flags == [False, False, False, False, True]
-    assert det.relative_change() == pytest.approx(0.015 / 8)
-    assert not is_plateau([10.0, 9.0, 8.0, 7.99], window=2, threshold=0.01, alpha=1.0)
-
-
-def test_plateau_smoothing_is_bias_corrected_ema_and_skips_nan():
-    det = PlateauDetector(window=1, threshold=0.5, alpha=0.5)
-    det.update(4.0)
-    assert det.smoothed == pytest.approx(4.0)  # (0.5*4) / (1 - 0.5)
-    det.update(math.nan)
-    det.update(2.0)
-    assert det.smoothed == pytest.approx((0.5 * 2 + 0.25 * 4) / 0.75)
-    state = det.state_dict()
-    clone = PlateauDetector(window=1, threshold=0.5, alpha=0.5)
-    clone.load_state_dict(state)
-    assert clone.update(2.0) == det.update(2.0) and clone.smoothed == det.smoothed
 
 
 VAL = [(100, 3.0), (200, 2.5), (300, 2.6), (400, 2.7), (500, 2.8)]

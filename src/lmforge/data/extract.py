@@ -43,11 +43,6 @@ def extract_selectolax(html: str, *, drop: tuple[str, ...] = _DROP_TAGS) -> str:
     return "\n".join(line for line in text.splitlines() if line.strip())
 
 
-def all_text_nodes(html: str) -> str:
-    """The naive baseline: every text node of the page (scripts and styles excluded)."""
-    return extract_selectolax(html, drop=("script", "style", "noscript"))
-
-
 class HtmlExtract(Step):
     """Replaces the markup of `meta.format == "html"` documents by their main text."""
 

@@ -1,5 +1,5 @@
-"""Convergence helpers the trainer's callbacks call: best-metric tracking, early stopping, plateau
-detection, and the overfitting verdict of the eval report. Pure classes: no I/O, no torch.
+"""Convergence helpers the trainer's callbacks call: best-metric tracking, early stopping
+and the overfitting verdict of the eval report. Pure classes: no I/O, no torch.
 
     stopper = EarlyStopping(patience=3, min_delta=1e-3, mode="min")
     if stopper.step(val_loss, step=step): stop training       # counted in evaluations
@@ -11,7 +11,6 @@ Each class has `state_dict()` / `load_state_dict()` so a resumed run continues t
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -84,63 +83,6 @@ class EarlyStopping:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.patience, self.bad_evals, self.stopped = state["patience"], state["bad_evals"], state["stopped"]
         self.best.load_state_dict(state["best"])
-
-
-class PlateauDetector:
-    """The loss has plateaued when its smoothed value changed by less than `threshold` (relative)
-    over the last `window` updates: |s_t - s_{t-window}| / |s_{t-window}| < threshold.
-
-    Smoothing is an exponential moving average with `alpha` (1 = no smoothing), bias-corrected
-    like Adam's moments so early values are not pulled toward 0."""
-
-    def __init__(self, window: int, threshold: float, alpha: float = 0.1) -> None:
-        if window < 1:
-            raise ValueError(f"window must be >= 1, got {window}")
-        if threshold <= 0:
-            raise ValueError(f"threshold must be > 0, got {threshold}")
-        if not 0 < alpha <= 1:
-            raise ValueError(f"alpha must be in (0, 1], got {alpha}")
-        self.window, self.threshold, self.alpha = window, threshold, alpha
-        self._ema, self._n = 0.0, 0
-        self.history: deque[float] = deque(maxlen=window + 1)
-
-    @property
-    def smoothed(self) -> float | None:
-        return self.history[-1] if self.history else None
-
-    def update(self, loss: float) -> bool:
-        """Add one loss value; True when the smoothed loss has plateaued. Non-finite values are
-        ignored (the anomaly detector reports them)."""
-        if math.isfinite(loss):
-            self._n += 1
-            self._ema = self.alpha * loss + (1 - self.alpha) * self._ema
-            self.history.append(self._ema / (1 - (1 - self.alpha) ** self._n))
-        return self.plateaued()
-
-    def relative_change(self) -> float | None:
-        if len(self.history) <= self.window:
-            return None
-        old, new = self.history[0], self.history[-1]
-        return abs(new - old) / max(abs(old), 1e-12)
-
-    def plateaued(self) -> bool:
-        change = self.relative_change()
-        return change is not None and change < self.threshold
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"ema": self._ema, "n": self._n, "history": list(self.history)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._ema, self._n = state["ema"], state["n"]
-        self.history = deque(state["history"], maxlen=self.window + 1)
-
-
-def is_plateau(losses: Sequence[float], window: int, threshold: float, alpha: float = 0.1) -> bool:
-    """Functional form of `PlateauDetector` over a whole loss history."""
-    det = PlateauDetector(window, threshold, alpha)
-    for v in losses:
-        det.update(v)
-    return det.plateaued()
 
 
 def overfitting_verdict(val: Sequence[tuple[int, float]], train: Sequence[tuple[int, float]],

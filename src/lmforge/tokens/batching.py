@@ -110,11 +110,6 @@ class TokenBudgetLoader:
         """Target tokens (all ranks, before the per-epoch remainder is dropped) in one epoch."""
         return int((self.p_len - 1).sum())
 
-    @property
-    def batches_per_epoch(self) -> float:
-        """Steps in the current epoch (the count varies a little between epochs)."""
-        return float(len(self._epoch_batches(self.epoch_idx)))
-
     def close(self) -> None:
         """Nothing to stop (no prefetch thread); here for interface parity with TokenLoader."""
 

@@ -110,11 +110,6 @@ class TokenLoader:
         return self.num_windows * self.seq_len
 
     @property
-    def batches_per_epoch(self) -> float:
-        """Steps per epoch (each step = one batch on every rank)."""
-        return self.num_windows / (self.batch_size * self.world_size)
-
-    @property
     def epoch(self) -> float:
         """Epochs consumed so far (finite mode: fraction of this rank's pass)."""
         if self.num_windows == 0:

@@ -180,8 +180,3 @@ def make_packer(name: str, dataset: TokenDataset, seq_len: int, *, pad_tail: boo
         raise ConfigError(f"config key 'tokens.packing': {name!r} is not a packing of TokenLoader (use concat or "
                           "best_fit; `budget` is TokenBudgetLoader, see lmforge.tokens.loader.build_loader)")
     return PACKERS[name](dataset, seq_len, pad_tail=pad_tail)
-
-
-def packing_report(dataset: TokenDataset, seq_len: int) -> dict[str, dict[str, Any]]:
-    """Padding and split rates of every packing for this split and sequence length."""
-    return {name: cls(dataset, seq_len).stats() for name, cls in PACKERS.items()}

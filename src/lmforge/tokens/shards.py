@@ -140,9 +140,6 @@ class TokenDataset:
             raise IndexError(f"document {i} out of range (split {self.split!r} has {self.num_docs})")
         return self.read(int(self.doc_starts[i]), int(self.doc_starts[i + 1]))
 
-    def doc_lengths(self) -> np.ndarray:
-        return np.diff(self.doc_starts)
-
     def read(self, start: int, end: int) -> np.ndarray:
         """Tokens [start, end) of the split as int64 (may span shards)."""
         if not 0 <= start <= end <= self.num_tokens:

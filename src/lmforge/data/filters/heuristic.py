@@ -101,20 +101,6 @@ _PARAGRAPHS = re.compile(r"\n{2,}")
 _LINES = re.compile(r"\n+")
 
 
-def top_ngram_char_fraction(words: list[str], n: int, total_chars: int) -> float:
-    """Characters covered by the most frequent n-gram (count × its length with spaces) / all characters.
-    As in datatrove and Dolma, a most frequent n-gram that occurs once still counts (the metric then
-    only bites on very short documents, which Gopher quality removes anyway)."""
-    return NGrams(words).top_fraction(n, total_chars)
-
-
-def dup_ngram_char_fraction(words: list[str], n: int, total_chars: int) -> float:
-    """Characters of n-grams that repeat an earlier n-gram / all characters. Scanning left to right, a
-    repeat is counted and skipped whole, so overlapping repeats are not counted twice (datatrove's
-    reading of Gopher's "taking care not to count characters in overlapping n-grams more than once")."""
-    return NGrams(words).dup_fraction(n, total_chars)
-
-
 class GopherRepetitionFilter(Filter):
     name = "gopher_repetition"
 
