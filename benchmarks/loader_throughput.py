@@ -70,7 +70,7 @@ def main() -> None:
     a = ap.parse_args()
     from lmforge.model import get_preset
     from lmforge.tokens.loader import TokenLoader
-    from lmforge.tokens.masks import mask_memory_report
+    from lmforge.model.attention import mask_memory_report
     from lmforge.tokens.packing import packing_report
     from lmforge.tokens.shards import open_split
 
