@@ -32,7 +32,8 @@ from lmforge.train.build import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
-COMMON = ["train.progress=false", "train.warmup_steps=10", "monitor.tensorboard=false", "monitor.plots=false", "monitor.system_every=0",
+COMMON = ["train.progress=false", "train.warmup_steps=10",
+          "monitor.tensorboard=false", "monitor.plots=false", "monitor.system_every=0",
           "train.max_steps=0", "train.eval_every=0", "train.ckpt_every=0", "eval.num_samples=0"]
 SWEEP = {"adamw": ("train.lr", [1e-3, 2e-3, 4e-3]), "muon": ("train.muon_lr", [0.01, 0.02, 0.04])}
 
