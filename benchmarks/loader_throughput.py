@@ -69,8 +69,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2)
     a = ap.parse_args()
     from lmforge.model import get_preset
+    from lmforge.model.attention import mask_memory_report
     from lmforge.tokens.loader import TokenLoader
-    from lmforge.tokens.masks import mask_memory_report
     from lmforge.tokens.packing import PACKERS
     from lmforge.tokens.shards import open_split
 

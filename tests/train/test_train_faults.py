@@ -13,7 +13,8 @@ from lmforge.train.callbacks import Callback
 
 
 class PoisonStep(Callback):
-    """Makes the logits NaN from optimiser step `step` on, `times` forward passes in all (a bad batch)."""
+    """Makes the final hidden states (so logits and loss) NaN from optimiser step `step` on, `times`
+    forward passes in all (a bad batch)."""
 
     def __init__(self, step: int, times: int = 1) -> None:
         self.step, self.left = step, times
@@ -25,7 +26,7 @@ class PoisonStep(Callback):
                 return out * float("nan")
             return None
 
-        trainer.raw_model.register_forward_hook(hook)
+        trainer.raw_model.ln_f.register_forward_hook(hook)  # the hidden states: NaN logits and loss on every loss path
 
 
 def _events(run_dir, kind):

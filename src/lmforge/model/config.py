@@ -38,6 +38,10 @@ class ModelConfig:
     bias: bool = False
     dropout: float = 0.0
     init_std: float = 0.02
+    attention: str = "auto"
+    """Attention kernel (lmforge.model.attention): `auto` (packed documents: FlexAttention on CUDA,
+    variable-length SDPA elsewhere; unpacked: SDPA is_causal, flash on CUDA), `sdpa`, `flex` (CUDA
+    training; forward only on CPU) or `dense` (SDPA with a (B, 1, T, T) mask: the reference)."""
 
     def __post_init__(self) -> None:
         _check(self.n_layer > 0, "model.n_layer", "must be > 0")
@@ -53,3 +57,5 @@ class ModelConfig:
         _check(self.norm in ("rmsnorm", "layernorm"), "model.norm", f"must be rmsnorm or layernorm, got {self.norm!r}")
         _check(self.pos_emb in ("rope", "learned"), "model.pos_emb", f"must be rope or learned, got {self.pos_emb!r}")
         _check(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+        _check(self.attention in ("auto", "sdpa", "flex", "dense"), "model.attention",
+               f"must be auto, sdpa, flex or dense, got {self.attention!r}")

@@ -3,6 +3,7 @@
     model = GPT(cfg)                       # cfg: lmforge.model.config.ModelConfig with vocab_size set
     logits = model(idx)                    # (B, T, V), causal
     logits = model(idx, doc_ids=doc_ids)   # block-diagonal causal attention for packed documents
+    out = model(idx, head=fn)              # fn(hidden (B, T, C), lm_head.weight): e.g. a chunked loss
     cache = model.new_kv_cache(B, max_len); model(prompt, kv_cache=cache); model(next_tok, kv_cache=cache)
 
 Options: RoPE or learned positions, RMSNorm or LayerNorm, SwiGLU or GELU MLP, grouped-query
@@ -12,12 +13,15 @@ attention, QK-norm, tied embeddings, dropout, scaled residual initialisation (GP
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from lmforge.model.attention import AttentionSpec, attend, attention_spec
 from lmforge.model.config import ModelConfig
 
 
@@ -101,7 +105,7 @@ class Attention(nn.Module):
         self.resid_drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
-                mask: torch.Tensor | None, kv_cache: KVCache | None) -> torch.Tensor:
+                spec: AttentionSpec | torch.Tensor | None, kv_cache: KVCache | None) -> torch.Tensor:
         B, T, C = x.shape
         nh, nkv = self.n_head, self.n_kv
         qkv = self.c_attn(x).view(B, T, nh + 2 * nkv, self.hd)  # heads stay in (B, T, h, hd) until SDPA
@@ -113,13 +117,15 @@ class Attention(nn.Module):
         elif rope is not None:  # one rotation for the q and k heads together: half the small ops
             q, k = Rotary.rotate(qkv[:, :, :nh + nkv], *rope).split([nh, nkv], dim=2)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, h, T, hd)
-        if kv_cache is not None:
-            k, v = kv_cache.update(self.layer, k, v)
-        is_causal = mask is None and (kv_cache is None or kv_cache.pos == 0) and T > 1
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=self.n_kv != self.n_head,
-            dropout_p=self.dropout if self.training else 0.0,
-        )  # (B, nh, T, hd)
+        dropout_p = self.dropout if self.training else 0.0
+        if isinstance(spec, AttentionSpec):  # training / scoring: the configured kernel
+            y = attend(q, k, v, spec, dropout_p)  # (B, nh, T, hd)
+        else:  # decoding with a KV cache: spec is None or an offset causal mask for chunked prefill
+            if kv_cache is not None:
+                k, v = kv_cache.update(self.layer, k, v)
+            is_causal = spec is None and (kv_cache is None or kv_cache.pos == 0) and T > 1
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=spec, is_causal=is_causal,
+                                               enable_gqa=self.n_kv != self.n_head, dropout_p=dropout_p)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_drop(self.c_proj(y))
 
@@ -185,25 +191,30 @@ class GPT(nn.Module):
             nn.init.normal_(m.weight, mean=0.0, std=self.cfg.init_std)
 
     def forward(self, idx: torch.Tensor, *, doc_ids: torch.Tensor | None = None,
-                positions: torch.Tensor | None = None, kv_cache: KVCache | None = None) -> torch.Tensor:
+                positions: torch.Tensor | None = None, kv_cache: KVCache | None = None,
+                head: Callable[[torch.Tensor, torch.Tensor], Any] | None = None) -> Any:
         """idx: (B, T) token ids -> logits (B, T, V).
 
-        doc_ids (B, T): tokens attend only to earlier tokens of the same document; positions
-        restart at each document unless `positions` is given. kv_cache: incremental decoding.
+        doc_ids (B, T): tokens attend only to earlier tokens of the same document (the kernel of
+        `model.attention`); positions restart at each document unless `positions` is given.
+        kv_cache: incremental decoding. head: return `head(hidden (B, T, C), lm_head.weight)`
+        instead of the logits (a fused/chunked loss that never holds (B, T, V)); it runs inside
+        forward, so DDP, FSDP2 and torch.compile see the head weight used there.
         """
         B, T = idx.shape
         start = kv_cache.pos if kv_cache is not None else 0
         if start + T > self.cfg.block_size:
             raise ValueError(f"sequence of {start + T} tokens exceeds block_size {self.cfg.block_size}")
-        mask = None
-        if doc_ids is not None:
-            same_doc = doc_ids[:, :, None] == doc_ids[:, None, :]  # (B, T, T)
-            causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
-            mask = (same_doc & causal)[:, None]  # (B, 1, T, T)
-            if positions is None:
-                positions = positions_from_doc_ids(doc_ids)
-        elif kv_cache is not None and start > 0 and T > 1:  # chunked prefill: causal with an offset
+        if doc_ids is not None and positions is None:
+            positions = positions_from_doc_ids(doc_ids)
+        if kv_cache is None:
+            mask = attention_spec(self.cfg.attention, doc_ids, T, idx.device)
+        elif doc_ids is not None:
+            raise ValueError("doc_ids with a KV cache: decode one document at a time")
+        elif start > 0 and T > 1:  # chunked prefill: causal with an offset
             mask = torch.ones(T, start + T, dtype=torch.bool, device=idx.device).tril(diagonal=start)
+        else:
+            mask = None
         if positions is None:
             positions = torch.arange(start, start + T, device=idx.device)
         x = self.wte(idx)  # (B, T, C)
@@ -219,6 +230,8 @@ class GPT(nn.Module):
                 x = block(x, rope, mask, kv_cache)
         if kv_cache is not None:
             kv_cache.pos += T
+        if head is not None:
+            return head(self.ln_f(x), self.lm_head.weight)
         return self.lm_head(self.ln_f(x))  # (B, T, V)
 
     def new_kv_cache(self, batch: int, max_len: int | None = None) -> KVCache:

@@ -77,7 +77,7 @@ def step_settings(t: TrainConfig, precision: str, device: torch.device, world_si
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     return StepSettings(grad_clip=t.grad_clip, label_smoothing=t.label_smoothing, z_loss=t.z_loss,
                         loss_norm=t.loss_norm, autocast=autocast_factory(precision, device), scaler=scaler,
-                        world_size=world_size)
+                        world_size=world_size, loss_chunk_rows=t.loss_chunk_rows)
 
 
 def peak_flops(t: TrainConfig, precision: str, device: torch.device) -> float:

@@ -39,6 +39,19 @@ class TrainConfig:
     """AdamW beta2 (second-moment decay)."""
     eps: float = 1e-8
     """AdamW epsilon."""
+    # --- optimiser choice and the fused loss (lmforge.train.optim, lmforge.train.loss) ---
+    optimizer: str = "adamw"
+    """`adamw`, or `muon`: Muon (Newton-Schulz orthogonalised momentum) for the 2-D hidden matrices
+    of the blocks, AdamW (train.lr, betas, eps, weight_decay) for embeddings, head, norms and biases."""
+    muon_lr: float = 0.02
+    """Muon's peak learning rate; it follows train.schedule (scaled by muon_lr / lr)."""
+    muon_momentum: float = 0.95
+    """Muon's (Nesterov) momentum."""
+    muon_weight_decay: float = 0.0
+    """Muon's decoupled weight decay (p *= 1 - lr * wd before the update)."""
+    loss_chunk_rows: int = 4096
+    """LM head + cross-entropy over chunks of this many token rows, gradients computed in the same
+    pass: the full (tokens, vocab) fp32 logits are never held. 0 = full logits (the plain path)."""
     grad_clip: float = 1.0
     """Max global gradient norm; 0 disables clipping."""
     max_steps: int = 1000
@@ -143,6 +156,12 @@ class TrainConfig:
         _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "train.beta1", "betas must be in [0, 1)")
         _check(self.grad_clip >= 0, "train.grad_clip", "must be >= 0")
+        _check(self.optimizer in ("adamw", "muon"), "train.optimizer",
+               f"must be adamw or muon, got {self.optimizer!r}")
+        _check(self.muon_lr > 0, "train.muon_lr", f"must be > 0, got {self.muon_lr}")
+        _check(0 <= self.muon_momentum < 1, "train.muon_momentum", f"must be in [0, 1), got {self.muon_momentum}")
+        _check(self.muon_weight_decay >= 0, "train.muon_weight_decay", "must be >= 0")
+        _check(self.loss_chunk_rows >= 0, "train.loss_chunk_rows", "must be >= 0 (0 = full logits)")
         _check(self.max_steps >= 0 and self.max_epochs >= 0 and self.max_time >= 0, "train.max_steps",
                "budgets must be >= 0")
         _check(self.max_steps > 0 or self.max_epochs > 0 or self.max_time > 0 or self.max_tokens > 0,

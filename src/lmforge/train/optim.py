@@ -1,6 +1,6 @@
-"""AdamW with parameter groups, and learning-rate schedules as pure functions of the step.
+"""AdamW (or Muon + AdamW) with parameter groups, and learning-rate schedules as pure functions of the step.
 
-    opt = build_optimizer(model, cfg.train, device)
+    opt = build_optimizer(model, cfg.train, device)          # train.optimizer: adamw | muon
     for g in opt.param_groups: g["lr"] = lr_at(step, cfg.train, total_steps)
 
 The schedule has no state of its own: the step (saved in every checkpoint) determines the rate,
@@ -14,7 +14,9 @@ import math
 import torch
 import torch.nn as nn
 
+from lmforge.model.gpt import MLP, Attention
 from lmforge.train.config import TrainConfig
+from lmforge.train.muon import MuonAdamW
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -41,12 +43,48 @@ def _is_tied_embedding(model: nn.Module, p: torch.Tensor) -> bool:
     return any(isinstance(m, nn.Embedding) and m.weight is p for m in model.modules())
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW over `param_groups`, with PyTorch's fused kernel: one launch for all parameters on CUDA,
-    and on the CPU about 4x faster than the default per-tensor loop (benchmarks/train_throughput.py)."""
+def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """`train.optimizer`: AdamW over `param_groups`, with PyTorch's fused kernel (one launch for all
+    parameters on CUDA, and on the CPU about 4x faster than the per-tensor loop,
+    benchmarks/train_throughput.py); or `muon`: `MuonAdamW` over `muon_param_groups`."""
     fused = device.type in ("cuda", "cpu")
+    if cfg.optimizer == "muon":
+        return MuonAdamW(muon_param_groups(model, cfg, fused))
     return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                              eps=cfg.eps, fused=fused or None)
+
+
+def _row_splits(module: nn.Module) -> list[int] | None:
+    """Row blocks of a fused projection, orthogonalised separately: q|k|v, gate|up."""
+    if isinstance(module, Attention):
+        return [module.n_head * module.hd, module.n_kv * module.hd, module.n_kv * module.hd]
+    if isinstance(module, MLP) and module.swiglu:
+        half = module.c_fc.out_features // 2
+        return [half, half]
+    return None
+
+
+def muon_param_groups(model: nn.Module, cfg: TrainConfig, fused: bool) -> list[dict]:
+    """Muon for the 2-D weights of Linear layers inside the blocks (one group per fused-split layout);
+    AdamW (decay / no_decay as `param_groups`) for embeddings, the LM head, norms and biases."""
+    muon: dict[tuple, list] = {}
+    for block in getattr(model, "blocks", []):
+        for owner in block.modules():
+            for name, lin in owner.named_children():
+                if isinstance(lin, nn.Linear) and lin.weight.requires_grad and lin.weight.ndim == 2:
+                    splits = _row_splits(owner) if name in ("c_attn", "c_fc") else None
+                    muon.setdefault(tuple(splits or ()), []).append(lin.weight)
+    ids = {id(p) for ps in muon.values() for p in ps}
+    groups = []  # AdamW groups first: param_groups[0]["lr"] (what the logs show) stays train.lr
+    for g in param_groups(model, cfg.weight_decay):
+        rest = [p for p in g["params"] if id(p) not in ids]
+        if rest:
+            groups.append({**g, "params": rest, "kind": "adamw", "lr": cfg.lr, "lr_scale": 1.0,
+                           "betas": (cfg.beta1, cfg.beta2), "eps": cfg.eps, "fused": fused})
+    groups += [{"params": ps, "kind": "muon", "name": f"muon{list(k) if k else ''}", "splits": list(k) or None,
+                "lr": cfg.muon_lr, "lr_scale": cfg.muon_lr / cfg.lr, "momentum": cfg.muon_momentum,
+                "weight_decay": cfg.muon_weight_decay, "ns_steps": 5} for k, ps in muon.items()]
+    return groups
 
 
 def lr_at(step: int, cfg: TrainConfig, total_steps: int) -> float:
@@ -83,5 +121,6 @@ def lr_at(step: int, cfg: TrainConfig, total_steps: int) -> float:
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's rate to `lr` times its `lr_scale` (Muon groups run at muon_lr / lr of it)."""
     for g in optimizer.param_groups:
-        g["lr"] = lr
+        g["lr"] = lr * g.get("lr_scale", 1.0)

@@ -8,6 +8,7 @@ one `.tolist()` of (loss, grad-norm) at the end, which both the NaN check and th
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from lmforge.train.distributed import all_reduce_sum
-from lmforge.train.loss import lm_loss, loss_denominator
+from lmforge.train.loss import chunked_lm_loss, lm_loss, loss_denominator
 
 
 @dataclass(kw_only=True)
@@ -30,6 +31,8 @@ class StepSettings:
     scaler: Any = None
     """torch.amp.GradScaler for fp16, else None."""
     world_size: int = 1
+    loss_chunk_rows: int = 4096
+    """Rows per chunk of the fused LM-head + loss (`chunked_lm_loss`); 0 = full logits (`lm_loss`)."""
 
 
 @dataclass
@@ -52,10 +55,14 @@ def _forward_loss(model: nn.Module, batch: Any, s: StepSettings):
     tgt = batch.targets.to(device, non_blocking=True)
     doc = batch.doc_ids.to(device, non_blocking=True) if getattr(batch, "doc_ids", None) is not None else None
     mask = getattr(batch, "loss_mask", None)
+    mask = mask.to(device) if mask is not None else None
+    kw = dict(label_smoothing=s.label_smoothing, z_loss=s.z_loss, norm=s.loss_norm, loss_mask=mask)
     with s.autocast():
+        if s.loss_chunk_rows > 0:  # the head runs inside the model's forward, chunk by chunk: no (B, T, V)
+            return model(idx, doc_ids=doc, head=functools.partial(chunked_lm_loss, targets=tgt,
+                                                                  chunk_rows=s.loss_chunk_rows, **kw))
         logits = model(idx, doc_ids=doc)  # (B, T, V)
-    return lm_loss(logits, tgt, label_smoothing=s.label_smoothing, z_loss=s.z_loss, norm=s.loss_norm,
-                   loss_mask=mask.to(device) if mask is not None else None)
+    return lm_loss(logits, tgt, **kw)
 
 
 def step_denominator(micro_batches: Sequence[Any], s: StepSettings) -> float:
