@@ -75,7 +75,9 @@ def attention_spec(attention: str, doc_ids: torch.Tensor | None, T: int, device:
         return AttentionSpec("dense", mask=dense_document_mask(doc_ids))
     if kind == "varlen":
         return AttentionSpec("varlen", varlen=VarlenLayout.from_doc_ids(doc_ids))
-    return AttentionSpec("flex", block_mask=document_block_mask(doc_ids, compiled=device.type == "cuda"))
+    # inside a compiled model the mask builder is traced with it; eager on CUDA, it gets its own compile
+    compiled = device.type == "cuda" and not torch.compiler.is_compiling()
+    return AttentionSpec("flex", block_mask=document_block_mask(doc_ids, compiled=compiled))
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: AttentionSpec,
