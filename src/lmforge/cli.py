@@ -29,7 +29,10 @@ def _load(args: argparse.Namespace) -> tuple[Config, Path]:
     from lmforge.run import with_run_name
 
     cfg = load_config(args.config, args.overrides)
-    return cfg, with_run_name(cfg, args.run_dir)
+    run_dir = with_run_name(cfg, args.run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise LmforgeError(f"--run-dir {run_dir} is a file: pass a directory (it is created if missing)")
+    return cfg, run_dir
 
 
 def _dry_run(cfg: Config, run_dir: Path) -> int:

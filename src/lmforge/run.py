@@ -48,9 +48,13 @@ def _input_fingerprint(inputs: list[str]) -> list[Any]:
         paths = [Path(spec)] if Path(spec).exists() else [Path(p) for p in sorted(glob.glob(spec, recursive=True))]
         files: list[Path] = []
         for p in paths:
-            files.extend(sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p])
+            files.extend(sorted(q for q in p.rglob("*") if q.is_file() or q.is_symlink()) if p.is_dir() else [p])
         for f in files:
-            st = f.stat()
+            try:
+                st = f.stat()
+            except OSError as e:  # a broken symlink: the data stage rejects it with the reason
+                out.append([str(f), f"unreadable: {e.strerror}"])
+                continue
             out.append([str(f), st.st_size, st.st_mtime_ns])
         if not files:
             out.append([spec, None])

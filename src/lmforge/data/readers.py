@@ -5,18 +5,23 @@
 * `read_source` yields the documents of one source. A record that cannot be read (malformed JSON,
   missing text field, undecodable bytes under `encoding_errors: reject`, binary file) is yielded as a
   document with `meta["reject_reason"]` set, so the pipeline counts and keeps it; nothing is dropped
-  silently.
+  silently. A truncated `.gz` or `.zst` file keeps the records read before the damage and ends with
+  one `corrupt_input` reject; a broken symlink among the inputs is a `broken_symlink` reject.
+* Input fields never steer the pipeline: a record's own `reject_reason` / `reject_detail` /
+  `reject_step` (top level or in `meta`) is kept as `meta.input_reject_reason` etc.
 * Memory is bounded: a record larger than `max_record_bytes` is never held whole; only its first
   bytes are kept (as a `too_long` reject, `meta["truncated"] = True`).
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import gzip
 import io
 import itertools
 import json
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -78,13 +83,13 @@ def expand_inputs(inputs: list[str]) -> list[str]:
         if item == BUILTIN_STDLIB:
             out.append(item)
         elif any(c in item for c in "*?["):
-            matches = sorted(p for p in glob.glob(item, recursive=True) if Path(p).is_file())
+            matches = sorted(p for p in glob.glob(item, recursive=True) if Path(p).is_file() or _broken_link(p))
             if not matches:
                 raise DataError(f"data.inputs: the glob {item!r} matches no files")
             out.extend(matches)
         elif Path(item).is_dir():
-            files = sorted(str(p) for p in Path(item).rglob("*")
-                           if p.is_file() and file_format(p.name) != "unknown" and not p.name.startswith("."))
+            files = sorted(str(p) for p in Path(item).rglob("*") if not p.name.startswith(".") and (
+                (p.is_file() and file_format(p.name) != "unknown") or _broken_link(str(p))))
             if not files:
                 raise DataError(f"data.inputs: the directory {item} holds no readable files "
                                 f"(looked for {', '.join(SUPPORTED_EXTS)})")
@@ -94,6 +99,20 @@ def expand_inputs(inputs: list[str]) -> list[str]:
         else:
             raise DataError(f"data.inputs: {item} does not exist (check the path; globs need quotes in a shell)")
     return list(dict.fromkeys(out))
+
+
+def _broken_link(path: str) -> str | None:
+    """Why `path` is a symlink that cannot be read (dangling or looping), or None."""
+    if not os.path.islink(path):
+        return None
+    try:
+        os.stat(path)
+    except OSError as e:
+        target = os.readlink(path)
+        if e.errno == errno.ELOOP:
+            return f"symlink loop (-> {target})"
+        return f"dangling symlink (-> {target}: {e.strerror})"
+    return None
 
 
 def _ext(name: str) -> str:
@@ -121,9 +140,54 @@ def open_stream(path: str) -> IO[bytes]:
     if low.endswith(".gz"):
         return gzip.open(path, "rb")  # multi-member aware; raises EOFError when truncated
     if low.endswith(".zst"):
-        raw = open(path, "rb")
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True), 1 << 16)
+        return io.BufferedReader(_ZstdFrames(path), 1 << 16)
     return open(path, "rb")
+
+
+class _ZstdFrames(io.RawIOBase):
+    """Decompresses a `.zst` file of one or more frames, and raises EOFError when the file ends
+    inside a frame (zstandard's stream_reader returns what it has and stops silently: a truncated
+    file would look complete, its last record cut mid-word). The data before the damage is
+    returned first; a line reader above loses only the incomplete last line."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self._f = open(path, "rb")
+        self._dctx = zstandard.ZstdDecompressor()
+        self._obj: Any = None
+        self._buf, self._pos, self._done = b"", 0, False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        while self._pos >= len(self._buf):
+            if self._done:
+                return 0
+            chunk = self._f.read(1 << 17)
+            if not chunk:
+                self._done = True
+                if self._obj is not None and not self._obj.eof:
+                    raise EOFError("the file ends inside a zstd frame (truncated .zst)")
+                return 0
+            self._buf, self._pos = self._feed(chunk), 0
+        n = min(len(b), len(self._buf) - self._pos)
+        b[:n] = self._buf[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+    def _feed(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            if self._obj is None or self._obj.eof:  # the next frame
+                self._obj = self._dctx.decompressobj()
+            out.append(self._obj.decompress(data))
+            data = self._obj.unused_data if self._obj.eof else b""
+        return b"".join(out)
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
 
 
 def decode(raw: bytes, policy: str) -> tuple[str, int]:
@@ -255,12 +319,23 @@ def _read_jsonl(src: _Source, f: IO[bytes]) -> Iterator[Document]:
             continue
         doc_id = obj.pop(opts.id_field, None) if opts.id_field else None
         extra = obj.pop("meta") if isinstance(obj.get("meta"), dict) else {}
-        meta = {**obj, **extra, "source": src.path, "line": n}
+        meta = {**_inert(obj), **_inert(extra), "source": src.path, "line": n}
         if d.meta.get("utf8_replaced"):
             meta["utf8_replaced"] = d.meta["utf8_replaced"]
         if b"\\ud" in raw or b"\\uD" in raw:  # JSON escapes can smuggle lone surrogates (unencodable)
             text, meta = _fix_surrogates(text, meta)
         yield Document(str(doc_id) if doc_id is not None else f"{src.path}:{n}", text, meta)
+
+
+_STEERING = ("reject_reason", "reject_detail", "reject_step")
+
+
+def _inert(fields: dict[str, Any]) -> dict[str, Any]:
+    """Input fields that the pipeline itself sets (a reject reason) renamed `input_<name>`, so a
+    record from an earlier run's rejected/ is judged afresh, never rejected because of its own field."""
+    if not any(k in fields for k in _STEERING):
+        return fields
+    return {(f"input_{k}" if k in _STEERING else k): v for k, v in fields.items()}
 
 
 def _fix_surrogates(text: str, meta: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -291,6 +366,9 @@ def read_source(source: str, opts: ReadOptions, skipped: dict[str, int] | None =
         yield from iter_stdlib_documents()
         return
     src = _Source(source, opts)
+    if why := _broken_link(source):
+        yield src.error(Document(source, "", {"source": source, "line": 0}), "broken_symlink", why)
+        return
     fmt = file_format(source)
     n = 0
     try:
@@ -338,7 +416,7 @@ def _read_parquet(src: _Source) -> Iterator[Document]:
             row += 1
             text = rec.pop(opts.text_field)
             doc_id = rec.pop(opts.id_field, None) if opts.id_field else None
-            meta = {k: _json_safe(v) for k, v in rec.items()}
+            meta = _inert({k: _json_safe(v) for k, v in rec.items()})
             meta.update(source=src.path, line=row)
             d = Document(str(doc_id) if doc_id is not None else f"{src.path}:{row}", text or "", meta)
             if not isinstance(text, str):

@@ -46,6 +46,10 @@ GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12
 
 
 def resolve_device(name: str, dist_info: DistInfo | None = None) -> torch.device:
+    try:
+        torch.device(name if name != "auto" else "cpu")
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"config key 'train.device': unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):

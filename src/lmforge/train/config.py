@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lmforge.validate import check as _check
+from lmforge.validate import finite as _finite
 
 
 @dataclass(kw_only=True)
@@ -115,6 +116,7 @@ class TrainConfig:
     """Show a progress bar."""
 
     def __post_init__(self) -> None:
+        _finite(self, "train")
         _check(self.batch_size > 0, "train.batch_size", "must be > 0")
         _check(self.grad_accum > 0, "train.grad_accum", "must be > 0")
         _check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
