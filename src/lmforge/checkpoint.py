@@ -12,6 +12,13 @@ written last, then the directory is renamed; the pointers move only after that. 
 manifest, or whose files do not match it, is never loaded. `optimizer.pt` is read with
 `torch.load(weights_only=True)`, which refuses pickles that would run code.
 
+`latest` is the truth for `--resume auto` (a higher step number is not: it may belong to an abandoned
+branch). Resuming from a checkpoint older than others on disk starts a new branch: the checkpoints
+with higher steps are moved aside into `abandoned-<time>/` (never deleted) and named in the log. A
+pointer may only name a `step-N`/`weights-N` directory of checkpoints/; one that names a checkpoint
+failing verification is moved to the newest good one (logged). Each manifest records the tokenizer
+and token-shard fingerprints (`fingerprints`), which eval, generate and export check.
+
 Kinds: `state.json` and the manifest carry `kind: full | weights`. Only full checkpoints are resumed
 from (`find_resume`); weights-only ones hold no optimiser, RNG or loader state and serve inference.
 Frozen parameters are stored once in a content-addressed file that each manifest needing it names
@@ -43,6 +50,8 @@ FULL, WEIGHTS = "full", "weights"
 _PREFIX = {FULL: "step", WEIGHTS: "weights"}
 _DIR_RE = {FULL: re.compile(r"^step-(\d+)$"), WEIGHTS: re.compile(r"^weights-(\d+)$")}
 STEP_RE = _DIR_RE[FULL]
+POINTER_RE = re.compile(r"^(step|weights)-\d+$")
+POINTERS = ("latest", "newest", "best")
 FROZEN_RE = re.compile(r"^frozen-[0-9a-f]{16}\.safetensors$")
 MODEL_FILE, OPTIM_FILE, STATE_FILE, MANIFEST = "model.safetensors", "optimizer.pt", "state.json", "manifest.json"
 
@@ -157,6 +166,9 @@ def write_checkpoint(root: Path, step: int, *, model_state: nn.Module | None, op
         "files": {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size} for n in files}}
     if frozen:
         manifest["frozen"] = frozen
+    prints = {"tokenizer": state.get("tokenizer_fingerprint"), "tokens": state.get("data_fingerprint")}
+    if any(prints.values()):
+        manifest["fingerprints"] = prints
     atomic_write_json(tmp / MANIFEST, manifest)  # last: its presence means "complete"
     fsync_dir(tmp)
     if final.exists():  # re-reaching a step after a rollback or resume: replace the old copy
@@ -251,9 +263,11 @@ def clean_partial(root: Path) -> list[Path]:
 
 
 def find_resume(root: Path, resume: str) -> Path | None:
-    """`auto`: the newest FULL checkpoint that verifies (corrupted ones are skipped with a warning),
-    or None when there is none; weights-only checkpoints are never resumed from (a newer one is
-    reported in the log). Any other value is a full checkpoint directory, which must verify."""
+    """`auto`: the checkpoint `latest` names when it verifies; else (no pointer, or it names a
+    corrupt checkpoint) the newest FULL checkpoint that verifies (corrupted ones are skipped with a
+    warning, and pointers naming them are moved to the one found), or None when there is none.
+    Weights-only checkpoints are never resumed from (a newer one is reported in the log). Any other
+    value is a full checkpoint directory, which must verify."""
     if resume != "auto":
         path = Path(resume)
         if not path.is_dir():
@@ -263,16 +277,97 @@ def find_resume(root: Path, resume: str) -> Path | None:
                                   f"data-loader state, so training cannot resume from it; resume from a step-N "
                                   f"checkpoint (--resume auto picks the newest), or load it with eval/generate/export")
         return path
-    found = None
-    for _, path in list_checkpoints(root):
-        try:
-            if checkpoint_kind(verify_checkpoint(path)) == FULL:
-                found = path
+    bad: list[str] = []
+    found = _good_full(root, _pointer_name(root, "latest"), bad)
+    if found is None:
+        for _, path in list_checkpoints(root):
+            if path.name not in bad and (found := _good_full(root, path.name, bad)) is not None:
                 break
-        except CheckpointError as e:
-            log.warning("skipping checkpoint: %s", e)
+    repair_pointers(root, found, bad)
     _report_newer_light(root, found)
     return found
+
+
+def _good_full(root: Path, name: str | None, bad: list[str]) -> Path | None:
+    """root/name when it is a full checkpoint that verifies; a failing one is added to `bad`."""
+    if name is None or not (root / name).is_dir():
+        return None
+    try:
+        if checkpoint_kind(verify_checkpoint(root / name)) == FULL:
+            return root / name
+    except CheckpointError as e:
+        log.warning("skipping checkpoint: %s", e)
+        bad.append(name)
+    return None
+
+
+def repair_pointers(root: Path, good: Path | None, bad: list[str]) -> None:
+    """Move every pointer that cannot be used to `good` (remove it when there is none): one naming a
+    checkpoint in `bad`, a missing directory or something invalid; `latest` naming anything but the
+    resumable `good`; `best`/`newest` naming a checkpoint that fails verification."""
+    root = Path(root)
+    for name in POINTERS:
+        if not (root / name).is_file():
+            continue
+        target = _pointer_name(root, name)
+        if good is not None and target == good.name:
+            continue
+        if target is not None and target not in bad and name != "latest":
+            try:
+                verify_checkpoint(root / target)
+                continue
+            except CheckpointError as e:
+                log.warning("checkpoint named by %s fails verification: %s", name, e)
+        if good is not None:
+            set_pointer(root, name, good)
+            log.warning("pointer %s named %s, which cannot be used; it now names %s", name, target, good.name)
+        else:
+            (root / name).unlink(missing_ok=True)
+            log.warning("pointer %s named %s, which cannot be used, and no complete checkpoint is left: removed it",
+                        name, target)
+
+
+def _pointer_name(root: Path, name: str) -> str | None:
+    """The checkpoint directory name a pointer holds, or None when the pointer is absent or invalid
+    (logged: `--resume auto` then falls back to the newest checkpoint that verifies)."""
+    try:
+        p = read_pointer(root, name)
+    except CheckpointError as e:
+        log.warning("%s", e)
+        return None
+    return None if p is None else p.name
+
+
+def start_branch(root: Path, ckpt: Path) -> tuple[Path | None, list[str]]:
+    """Resuming from `ckpt` while checkpoints with higher steps exist: move those (full and
+    weights-only) into `root/abandoned-<time>/`, with a copy of the frozen file each needs, so the
+    old branch is kept whole and nothing of it is resumed or pruned by mistake. Pointers that named
+    a moved checkpoint now name `ckpt`. Returns (the folder, the names moved)."""
+    root, step = Path(root), int(re.search(r"(\d+)$", Path(ckpt).name).group(1))
+    later = [p for s, p in list_checkpoints(root, "any") if s > step]
+    if not later:
+        return None, []
+    aside = root / time.strftime("abandoned-%Y%m%d-%H%M%S")
+    n = 0
+    while aside.exists():
+        n += 1
+        aside = root / f"{aside.name.split('.')[0]}.{n}"
+    aside.mkdir()
+    moved = []
+    for p in sorted(later):
+        ref = _frozen_ref(p)
+        if ref and FROZEN_RE.match(str(ref.get("file"))) and (root / ref["file"]).is_file() \
+                and not (aside / ref["file"]).exists():
+            shutil.copy2(root / ref["file"], aside / ref["file"])
+        os.replace(p, aside / p.name)
+        moved.append(p.name)
+    fsync_dir(root)
+    for name in POINTERS:
+        if _pointer_name(root, name) in moved:
+            set_pointer(root, name, Path(ckpt))
+    log.warning("resuming from %s, an older checkpoint than %s: a new branch starts here; the old branch's later "
+                "checkpoints were moved (not deleted) to %s", Path(ckpt).name, ", ".join(moved), aside)
+    return aside, moved
 
 
 def _report_newer_light(root: Path, full: Path | None) -> None:
@@ -291,15 +386,34 @@ def set_pointer(root: Path, name: str, ckpt: Path) -> None:
 
 
 def read_pointer(root: Path, name: str) -> Path | None:
-    p = root / name
+    """The checkpoint directory pointer `name` names (None when the pointer or its directory is
+    absent). A pointer must hold a `step-N` or `weights-N` name of this checkpoints/ directory:
+    anything else (a path, `..`) is refused, never followed."""
+    p = Path(root) / name
     if not p.is_file():
         return None
-    target = root / p.read_text().strip()
+    try:
+        text = p.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError as e:
+        raise CheckpointError(f"pointer {p} cannot be read ({e.strerror})") from None
+    if not POINTER_RE.match(text) or p.is_symlink():
+        shown = text if len(text) <= 120 else text[:120] + "..."
+        raise CheckpointError(f"pointer {p} names {shown!r}, which is outside {root} or not a checkpoint name: a "
+                              f"pointer holds one name like step-000500 or weights-000250 of that directory. Fix or "
+                              f"delete the file ({name}); --resume auto then uses the newest complete checkpoint")
+    target = Path(root) / text
     return target if target.is_dir() else None
 
 
+def _safe_pointer(root: Path, name: str) -> Path | None:
+    try:
+        return read_pointer(root, name)
+    except CheckpointError:
+        return None
+
+
 def _prune(root: Path, victims: list[tuple[int, Path]]) -> list[Path]:
-    best = read_pointer(root, "best")
+    best = _safe_pointer(root, "best")
     removed = []
     for _, path in victims:
         if best is not None and path.resolve() == best.resolve():
@@ -355,8 +469,17 @@ def load_optimizer_file(path: Path, device: torch.device | str = "cpu") -> dict[
     try:
         return torch.load(Path(path) / OPTIM_FILE, map_location=device, weights_only=True)
     except Exception as e:  # UnpicklingError and friends: never retry with weights_only=False
-        raise CheckpointError(f"checkpoint {path}: {OPTIM_FILE} refused by the safe loader "
-                              f"(weights_only=True): {str(e).splitlines()[0]}") from None
+        raise CheckpointError(f"checkpoint {path}: {OPTIM_FILE} refused by the safe loader, which never runs code "
+                              f"from a checkpoint: {_why_refused(e)}. Use a checkpoint lmforge wrote, or resume from "
+                              f"another one") from None
+
+
+def _why_refused(e: BaseException) -> str:
+    """The reason in torch's message without its advice to reload with weights_only=False (which
+    would run whatever code the file holds)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    keep = [ln for ln in lines if not re.search(r"weights_only|Re-running|trusted source|documentation of torch", ln)]
+    return (keep[0] if keep else type(e).__name__)[:300]
 
 
 def _frozen_ref(path: Path) -> dict[str, Any] | None:
@@ -412,9 +535,48 @@ def resolve(run_dir: Path, which: str) -> Path:
     return path
 
 
-def load_for_inference(run_dir: str | Path, which: str = "best", device: str = "cpu") -> tuple[nn.Module, Any, dict]:
+def tokens_fingerprint(tokens_dir: Path) -> str:
+    """Identity of a tokens/ directory (its manifest.json), as recorded in checkpoints."""
+    man = Path(tokens_dir) / "manifest.json"
+    return hashlib.sha256(man.read_bytes()).hexdigest()[:16] if man.is_file() else "none"
+
+
+def check_fingerprints(path: Path, manifest: dict[str, Any], state: dict[str, Any], tokenizer: Any,
+                       vocab_size: int, tokens_dir: Path | None = None) -> None:
+    """Refuse a tokenizer (and, given `tokens_dir`, token shards) other than those checkpoint `path`
+    was trained with. Checkpoints written before fingerprints were recorded get the vocabulary check."""
+    prints = manifest.get("fingerprints") or {}
+    want = prints.get("tokenizer") or state.get("tokenizer_fingerprint")
+    if tokenizer is not None:
+        if want and want != tokenizer.fingerprint:
+            raise CheckpointError(
+                f"checkpoint {path} was trained with another tokenizer (fingerprint {want}; {tokenizer_path(path)} "
+                f"has {tokenizer.fingerprint}): its token ids would mean other text. Restore the run's original "
+                f"tokenizer/, or retrain (a new run directory) with this one")
+        if tokenizer.vocab_size > vocab_size:
+            raise CheckpointError(
+                f"checkpoint {path}: the tokenizer has {tokenizer.vocab_size} tokens but the model only "
+                f"{vocab_size} (model.vocab_size): they do not belong together; use the run's own tokenizer/")
+    want = prints.get("tokens") or state.get("data_fingerprint")
+    if tokens_dir is not None and want and want != "none" and Path(tokens_dir).is_dir():
+        have = tokens_fingerprint(tokens_dir)
+        if have != want:
+            raise CheckpointError(
+                f"checkpoint {path} was trained on other token shards than {tokens_dir} (fingerprint {want}, now "
+                f"{have}): the validation split may hold training documents. Restore the original tokens/ (rerun "
+                f"`lmforge tokenize` with the run's config) or evaluate the matching checkpoint")
+
+
+def tokenizer_path(ckpt: Path) -> Path:
+    return Path(ckpt).parent.parent / "tokenizer"
+
+
+def load_for_inference(run_dir: str | Path, which: str = "best", device: str = "cpu", *,
+                       check_tokens: bool = False) -> tuple[nn.Module, Any, dict]:
     """(model in eval mode, tokenizer, info) from a verified checkpoint of RUN_DIR, full or weights-only.
 
+    The run's tokenizer must be the one the checkpoint was trained with (its fingerprint), and with
+    `check_tokens` RUN_DIR/tokens the token shards it was trained on (eval), else CheckpointError.
     info: path, kind, step, tokens_seen, val_loss, config (the run's resolved config as a dict).
     """
     from lmforge.model import GPT
@@ -429,6 +591,8 @@ def load_for_inference(run_dir: str | Path, which: str = "best", device: str = "
     model.to(device).eval()
     tok_dir = Path(run_dir) / "tokenizer"
     tokenizer = load_tokenizer(tok_dir) if tok_dir.exists() else None
+    check_fingerprints(path, manifest, state, tokenizer, model.cfg.vocab_size,
+                       Path(run_dir) / "tokens" if check_tokens else None)
     info = {"path": str(path), "kind": checkpoint_kind(manifest), "step": state["step"],
             "tokens_seen": state.get("tokens_seen"), "val_loss": state.get("val_loss"), "config": state["config"]}
     return model, tokenizer, info

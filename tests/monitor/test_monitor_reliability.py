@@ -9,11 +9,12 @@ import pytest
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
+from test_monitor_dashboard import request  # noqa: E402
+
 from conftest import write_run  # noqa: E402
 from lmforge.errors import LmforgeError  # noqa: E402
 from lmforge.monitor.dashboard.runs import RunStore, read_chunk  # noqa: E402
 from lmforge.monitor.dashboard.server import DashboardServer  # noqa: E402
-from test_monitor_dashboard import request  # noqa: E402
 
 
 @pytest.fixture

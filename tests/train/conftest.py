@@ -10,6 +10,7 @@ import pytest
 
 from lmforge.config import Config, config_from_dict
 
+
 def corpus_text() -> str:
     """English prose every Python carries (the language reference pages `help()` shows), in a fixed
     order, in paragraphs of at most 300 characters: tests never read files outside the repository."""

@@ -179,12 +179,16 @@ def cmd_rate(args: argparse.Namespace) -> int:
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-new-tokens", type=_positive_int, default=100, help="tokens to generate per prompt (default 100)")
-    p.add_argument("--temperature", type=_finite_float, default=0.8, help="0 = greedy (default 0.8)")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=100,
+                   help="tokens to generate per prompt (default 100)")
+    p.add_argument("--temperature", type=_finite_float, default=0.8,
+                   help="0 = greedy (default 0.8)")
     p.add_argument("--top-k", type=int, default=0, help="keep the K most likely tokens (0 = off)")
     p.add_argument("--top-p", type=_finite_float, default=1.0, help="nucleus sampling mass (1 = off)")
-    p.add_argument("--min-p", type=_finite_float, default=0.0, help="drop tokens below P x the top probability (0 = off)")
-    p.add_argument("--repetition-penalty", type=_finite_float, default=1.0, help="CTRL penalty on seen tokens (1 = off)")
+    p.add_argument("--min-p", type=_finite_float, default=0.0,
+                   help="drop tokens below P x the top probability (0 = off)")
+    p.add_argument("--repetition-penalty", type=_finite_float, default=1.0,
+                   help="CTRL penalty on seen tokens (1 = off)")
     p.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
     p.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop string (repeatable)")
 

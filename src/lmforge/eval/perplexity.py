@@ -244,7 +244,7 @@ def evaluate_run(run_dir: Path, *, checkpoint: str = "best", cfg: EvalConfig | N
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise LmforgeError(f"run directory {run_dir} does not exist")
-    model, tokenizer, info = load_for_inference(run_dir, checkpoint, device or _default_device())
+    model, tokenizer, info = load_for_inference(run_dir, checkpoint, device or _default_device(), check_tokens=True)
     warnings: list[str] = []
     run_cfg = run_config(run_dir, info, warnings)
     cfg = cfg or (run_cfg.eval if run_cfg is not None else EvalConfig())

@@ -55,6 +55,7 @@ class ModelConfig:
         _check(self.norm in ("rmsnorm", "layernorm"), "model.norm", f"must be rmsnorm or layernorm, got {self.norm!r}")
         _check(self.pos_emb in ("rope", "learned"), "model.pos_emb", f"must be rope or learned, got {self.pos_emb!r}")
         _check(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
-        _check(self.rope_theta > 0, "model.rope_theta", f"must be > 0 (the RoPE base, e.g. 10000), got {self.rope_theta}")
+        _check(self.rope_theta > 0, "model.rope_theta",
+               f"must be > 0 (the RoPE base, e.g. 10000), got {self.rope_theta}")
         _check(self.init_std >= 0, "model.init_std", f"must be >= 0 (e.g. 0.02), got {self.init_std}")
         _check(self.norm_eps > 0, "model.norm_eps", f"must be > 0 (e.g. 1e-5), got {self.norm_eps}")

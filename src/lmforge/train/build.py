@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import fnmatch
 import functools
-import hashlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +26,7 @@ from lmforge.train.callbacks import AnomalyCallback, CheckpointCallback, EvalCal
 from lmforge.train.callbacks.base import Callback
 from lmforge.train.callbacks.extra import EarlyStopCallback, SampleCallback
 from lmforge.train.config import TrainConfig
-from lmforge.train.distributed import DistInfo, init_distributed
+from lmforge.train.distributed import DistInfo, barrier, init_distributed
 from lmforge.train.lock import RunLock
 from lmforge.train.optim import build_optimizer
 from lmforge.train.rng import seed_all
@@ -49,7 +48,8 @@ def resolve_device(name: str, dist_info: DistInfo | None = None) -> torch.device
     try:
         torch.device(name if name != "auto" else "cpu")
     except (RuntimeError, ValueError):
-        raise ConfigError(f"config key 'train.device': unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+        raise ConfigError(f"config key 'train.device': unknown device {name!r}; "
+                          f"use auto, cpu, cuda or cuda:N") from None
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
@@ -119,8 +119,7 @@ def with_micro_batch(cfg: Config, device: torch.device, dist_info: DistInfo) -> 
 
 
 def data_fingerprint(tokens_dir: Path) -> str:
-    man = tokens_dir / "manifest.json"
-    return hashlib.sha256(man.read_bytes()).hexdigest()[:16] if man.is_file() else "none"
+    return ck.tokens_fingerprint(tokens_dir)
 
 
 def open_loaders(cfg: Config, run_dir: Path, dist_info: DistInfo, fingerprint: str | None) -> tuple[Any, Any]:
@@ -201,6 +200,7 @@ def build_trainer(cfg: Config, run_dir: Path, *, resume: str | None = None) -> t
         train_loader, make_val = open_loaders(cfg, run_dir, dist_info, tok.fingerprint)
         trainer = assemble(cfg, run_dir, device, dist_info, train_loader, make_val,
                            data_fingerprint(run_dir / "tokens"), callbacks=default_callbacks(cfg.train, tok))
+        trainer.tokenizer_fingerprint = tok.fingerprint  # recorded in every checkpoint's manifest
         start_or_resume(trainer, resume)
     except BaseException:
         if lock is not None:
@@ -276,6 +276,11 @@ def start_or_resume(trainer: Trainer, resume: str | None) -> Path | None:
     trainer.restore(path)
     if trainer.rank == 0:
         trainer.writer.log("event", trainer.state.step, what="resume", checkpoint=str(path))
+        aside, moved = ck.start_branch(root, path)  # older than others on disk: a new branch
+        if moved:
+            trainer.writer.log("event", trainer.state.step, event="branch", from_checkpoint=str(path), moved=moved,
+                               moved_to=str(aside))
+    barrier()  # every rank sees the same checkpoints before the first save
     return path
 
 

@@ -81,6 +81,8 @@ class Trainer:
         self.stop_reason: str | None = None
         self.stop_requested: str | None = None
         self.last_ckpt: Path | None = None
+        self.tokenizer_fingerprint: str | None = None
+        """Fingerprint of the tokenizer the token shards were made with (set by build_trainer)."""
         self._it = iter(train_loader)
         self._t_start = time.time()
         self.clock = 0.0
@@ -215,7 +217,8 @@ class Trainer:
             rng_all = [rng]
         callbacks = {cb.name: st for cb in self.callbacks if (st := cb.state_dict()) is not None}
         return {**asdict(self.state), "loader": self.train_loader.state_dict(), "rng": rng_all, "callbacks": callbacks,
-                "config": to_dict(self.cfg), "data_fingerprint": self.data_fingerprint,
+                "config": to_dict(self.cfg),
+                "data_fingerprint": self.data_fingerprint, "tokenizer_fingerprint": self.tokenizer_fingerprint,
                 "world_size": self.world_size, "tokens_per_step": self.tokens_per_step,
                 "torch": torch.__version__, "time": time.time()}
 
@@ -284,7 +287,7 @@ class Trainer:
 
     def summary(self) -> dict[str, Any]:
         s = self.state
-        best = ck.read_pointer(self.ckpt_root, "best")
+        best = ck._safe_pointer(self.ckpt_root, "best")
         return {"step": s.step, "tokens_seen": s.tokens_seen, "train_loss": s.last_loss, "val_loss": s.val_loss,
                 "best_val_loss": s.best_val_loss, "bad_steps": s.bad_steps, "stopped_by": self.stop_reason,
                 "checkpoint": str(self.last_ckpt) if self.last_ckpt else None,
