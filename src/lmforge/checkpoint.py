@@ -541,24 +541,35 @@ def tokens_fingerprint(tokens_dir: Path) -> str:
     return hashlib.sha256(man.read_bytes()).hexdigest()[:16] if man.is_file() else "none"
 
 
-def check_fingerprints(path: Path, manifest: dict[str, Any], state: dict[str, Any], tokenizer: Any,
-                       vocab_size: int, tokens_dir: Path | None = None) -> None:
-    """Refuse a tokenizer (and, given `tokens_dir`, token shards) other than those checkpoint `path`
-    was trained with. Checkpoints written before fingerprints were recorded get the vocabulary check."""
-    prints = manifest.get("fingerprints") or {}
-    want = prints.get("tokenizer") or state.get("tokenizer_fingerprint")
+def _fingerprints(manifest: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+    prints = dict(manifest.get("fingerprints") or {})
+    prints.setdefault("tokenizer", state.get("tokenizer_fingerprint"))
+    prints.setdefault("tokens", state.get("data_fingerprint"))
+    return prints
+
+
+def check_tokenizer(path: Path, prints: dict[str, Any], tokenizer: Any, vocab_size: int) -> None:
+    """Refuse a tokenizer other than the one checkpoint `path` was trained with (checkpoints written
+    before fingerprints were recorded get the vocabulary-size check only)."""
+    want = prints.get("tokenizer")
     if tokenizer is not None:
         if want and want != tokenizer.fingerprint:
             raise CheckpointError(
-                f"checkpoint {path} was trained with another tokenizer (fingerprint {want}; {tokenizer_path(path)} "
-                f"has {tokenizer.fingerprint}): its token ids would mean other text. Restore the run's original "
-                f"tokenizer/, or retrain (a new run directory) with this one")
+                f"checkpoint {path} was trained with another tokenizer (fingerprint {want}; "
+                f"{getattr(tokenizer, 'path', None) or 'the tokenizer given'} has {tokenizer.fingerprint}): its "
+                f"token ids would mean other text. Restore the run's original tokenizer/, or retrain (a new run "
+                f"directory) with this one")
         if tokenizer.vocab_size > vocab_size:
             raise CheckpointError(
                 f"checkpoint {path}: the tokenizer has {tokenizer.vocab_size} tokens but the model only "
                 f"{vocab_size} (model.vocab_size): they do not belong together; use the run's own tokenizer/")
-    want = prints.get("tokens") or state.get("data_fingerprint")
-    if tokens_dir is not None and want and want != "none" and Path(tokens_dir).is_dir():
+
+
+def check_tokens(info: dict[str, Any], tokens_dir: Path) -> None:
+    """Refuse token shards other than those the checkpoint of `info` (from `load_for_inference`)
+    was trained on: its validation split could hold training documents."""
+    path, want = info.get("path"), (info.get("fingerprints") or {}).get("tokens")
+    if want and want != "none" and Path(tokens_dir).is_dir():
         have = tokens_fingerprint(tokens_dir)
         if have != want:
             raise CheckpointError(
@@ -567,17 +578,12 @@ def check_fingerprints(path: Path, manifest: dict[str, Any], state: dict[str, An
                 f"`lmforge tokenize` with the run's config) or evaluate the matching checkpoint")
 
 
-def tokenizer_path(ckpt: Path) -> Path:
-    return Path(ckpt).parent.parent / "tokenizer"
-
-
-def load_for_inference(run_dir: str | Path, which: str = "best", device: str = "cpu", *,
-                       check_tokens: bool = False) -> tuple[nn.Module, Any, dict]:
+def load_for_inference(run_dir: str | Path, which: str = "best", device: str = "cpu") -> tuple[nn.Module, Any, dict]:
     """(model in eval mode, tokenizer, info) from a verified checkpoint of RUN_DIR, full or weights-only.
 
-    The run's tokenizer must be the one the checkpoint was trained with (its fingerprint), and with
-    `check_tokens` RUN_DIR/tokens the token shards it was trained on (eval), else CheckpointError.
-    info: path, kind, step, tokens_seen, val_loss, config (the run's resolved config as a dict).
+    The run's tokenizer must be the one the checkpoint was trained with (its fingerprint), else
+    CheckpointError. info: path, kind, step, tokens_seen, val_loss, config (the run's resolved config
+    as a dict), fingerprints (tokenizer, tokens: see `check_tokens`).
     """
     from lmforge.model import GPT
     from lmforge.model.config import ModelConfig
@@ -591,8 +597,8 @@ def load_for_inference(run_dir: str | Path, which: str = "best", device: str = "
     model.to(device).eval()
     tok_dir = Path(run_dir) / "tokenizer"
     tokenizer = load_tokenizer(tok_dir) if tok_dir.exists() else None
-    check_fingerprints(path, manifest, state, tokenizer, model.cfg.vocab_size,
-                       Path(run_dir) / "tokens" if check_tokens else None)
-    info = {"path": str(path), "kind": checkpoint_kind(manifest), "step": state["step"],
+    prints = _fingerprints(manifest, state)
+    check_tokenizer(path, prints, tokenizer, model.cfg.vocab_size)
+    info = {"fingerprints": prints, "path": str(path), "kind": checkpoint_kind(manifest), "step": state["step"],
             "tokens_seen": state.get("tokens_seen"), "val_loss": state.get("val_loss"), "config": state["config"]}
     return model, tokenizer, info

@@ -3,19 +3,14 @@ the fix (exit 2)."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
-from lmforge import checkpoint as ck
 from lmforge.cli import main
-from lmforge.config import config_from_dict, load_config
+from lmforge.config import load_config
 from lmforge.errors import ConfigError
-
-TEXTS = ["The quick brown fox jumps over the lazy dog.", "To be, or not to be: that is the question."] * 5
 
 
 def _message(capsys, argv):
@@ -23,28 +18,6 @@ def _message(capsys, argv):
     err = capsys.readouterr().err
     assert "Traceback" not in err, err
     return code, err
-
-
-def make_infer_run(root: Path) -> Path:
-    """A run directory with a char tokenizer and one checkpoint of a tiny untrained model."""
-    from lmforge.config import TokenizerConfig
-    from lmforge.model import GPT
-    from lmforge.tokenizer import train_tokenizer
-
-    tok = train_tokenizer(TokenizerConfig(kind="char"), TEXTS, root / "tokenizer")
-    cfg = config_from_dict({"model": {"preset": "tiny", "block_size": 32, "vocab_size": tok.vocab_size}})
-    torch.manual_seed(0)
-    model = GPT(cfg.model)
-    state = {"step": 1, "config": {"model": dataclasses.asdict(cfg.model)}, "tokenizer_fingerprint": tok.fingerprint}
-    path = ck.write_checkpoint(root / "checkpoints", 1, model_state=model, optim_state={"optimizer": {}}, state=state)
-    for name in ("latest", "best", "newest"):
-        ck.set_pointer(root / "checkpoints", name, path)
-    return root
-
-
-@pytest.fixture
-def infer_run(tmp_path):
-    return make_infer_run(tmp_path / "run")
 
 
 def test_config_file_not_utf8(tmp_path, capsys):
