@@ -536,9 +536,29 @@ def resolve(run_dir: Path, which: str) -> Path:
 
 
 def tokens_fingerprint(tokens_dir: Path) -> str:
-    """Identity of a tokens/ directory (its manifest.json), as recorded in checkpoints."""
+    """Identity of a tokens/ directory, as recorded in checkpoints: its manifest.json without the
+    timing `stats` (so an identical rebuild has the same identity; the manifest holds every shard's
+    sha256, the tokenizer fingerprint and the tokens config)."""
+    man = Path(tokens_dir) / "manifest.json"
+    if not man.is_file():
+        return "none"
+    try:
+        data = json.loads(man.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return hashlib.sha256(man.read_bytes()).hexdigest()[:16]
+    if isinstance(data, dict):
+        data.pop("stats", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def legacy_tokens_fingerprint(tokens_dir: Path) -> str:
+    """The fingerprint checkpoints written before `tokens_fingerprint` held (the manifest's bytes)."""
     man = Path(tokens_dir) / "manifest.json"
     return hashlib.sha256(man.read_bytes()).hexdigest()[:16] if man.is_file() else "none"
+
+
+def same_tokens(want: str | None, tokens_dir: Path) -> bool:
+    return want in (tokens_fingerprint(tokens_dir), legacy_tokens_fingerprint(tokens_dir))
 
 
 def _fingerprints(manifest: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
@@ -569,7 +589,7 @@ def check_tokens(info: dict[str, Any], tokens_dir: Path) -> None:
     """Refuse token shards other than those the checkpoint of `info` (from `load_for_inference`)
     was trained on: its validation split could hold training documents."""
     path, want = info.get("path"), (info.get("fingerprints") or {}).get("tokens")
-    if want and want != "none" and Path(tokens_dir).is_dir():
+    if want and want != "none" and Path(tokens_dir).is_dir() and not same_tokens(want, tokens_dir):
         have = tokens_fingerprint(tokens_dir)
         if have != want:
             raise CheckpointError(

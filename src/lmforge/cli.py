@@ -50,6 +50,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     cpu_threads_hint()
     t0 = time.time()
     result = run_all(cfg, run_dir)
+    if result.get("interrupted"):
+        print(f"Interrupted after {time.time() - t0:.0f} s; continue with the same command.")
+        return 0
     _print_summary(result, time.time() - t0)
     return 0
 
@@ -90,7 +93,14 @@ def cmd_stage(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(cfg, run_dir)
     run.cpu_threads_hint()
-    run.prepare_run_dir(cfg, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with run.run_lock(run_dir):  # no config.yaml or stage output is written while another process holds the run
+        return _stage(args, cfg, run.prepare_run_dir(cfg, run_dir))
+
+
+def _stage(args: argparse.Namespace, cfg: Config, run_dir: Path) -> int:
+    from lmforge import run
+
     if args.command == "data":
         run.run_data(cfg, run_dir, force=True)
     elif args.command == "tokenizer":

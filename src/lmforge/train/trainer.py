@@ -248,7 +248,8 @@ class Trainer:
     def restore(self, path: Path, *, keep_loader: bool = False) -> None:
         """Load weights, optimiser, scaler, RNG and loader position from a verified checkpoint."""
         state = ck.read_state(path)
-        if state.get("data_fingerprint") != self.data_fingerprint:
+        if state.get("data_fingerprint") != self.data_fingerprint and not ck.same_tokens(
+                state.get("data_fingerprint"), self.run_dir / "tokens"):
             raise ck.CheckpointError(f"checkpoint {path} was trained on other data (fingerprint "
                                      f"{state.get('data_fingerprint')} vs {self.data_fingerprint}); "
                                      f"use a new run directory or restore the original tokens/")
