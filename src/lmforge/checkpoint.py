@@ -28,6 +28,7 @@ dict, and pruning deletes such a file only when no remaining manifest names it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -43,7 +44,16 @@ import torch.nn as nn
 from safetensors.torch import load_file, save, save_file, save_model
 
 from lmforge.errors import LmforgeError
-from lmforge.io import atomic_write_bytes, atomic_write_json, atomic_write_text, fsync_dir, sha256_file
+from lmforge.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    free_bytes,
+    fsync_dir,
+    human_bytes,
+    out_of_space,
+    sha256_file,
+)
 
 log = logging.getLogger(__name__)
 FULL, WEIGHTS = "full", "weights"
@@ -148,13 +158,64 @@ def write_checkpoint(root: Path, step: int, *, model_state: nn.Module | None, op
     tmp = root / (final.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir()
+    try:
+        tmp.mkdir()
+        _write_tmp(tmp, step, kind, model_state, optim_state, state, frozen)
+    except OSError as e:  # the partial copy is removed: it must neither fill the disk nor block a resume
+        shutil.rmtree(tmp, ignore_errors=True)
+        if out_of_space(e):
+            need = _state_bytes(model_state) + _state_bytes(optim_state)
+            raise CheckpointError(
+                f"out of disk space writing checkpoint {final.name} in {root}: it needs about {human_bytes(need)}, "
+                f"{human_bytes(free_bytes(root))} free. The partial copy was removed and the last complete "
+                f"checkpoint is intact: free space (or lower train.keep_last), then resume with --resume auto "
+                f"(`lmforge run` resumes by itself)") from None
+        raise
+    if final.exists():  # re-reaching a step after a rollback or resume: replace the old copy
+        old = root / (final.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    fsync_dir(root)
+    return final
+
+
+def _torch_save(obj: Any, path: Path) -> None:
+    """torch.save, whose full-disk failure (a RuntimeError from its zip writer) becomes the OSError
+    (ENOSPC) it is, so callers handle it as such."""
+    try:
+        torch.save(obj, path)
+    except RuntimeError as e:
+        free = free_bytes(path.parent)
+        if free is not None and free < max(_state_bytes(obj), 1 << 20):
+            raise OSError(errno.ENOSPC, f"No space left on device ({str(e).splitlines()[0][:120]})", str(path)) from e
+        raise
+
+
+def _state_bytes(obj: Any) -> int:
+    """Bytes of the tensors in a module or a nested state (an estimate of what a checkpoint writes)."""
+    if isinstance(obj, nn.Module):
+        return sum(t.numel() * t.element_size() for t in _unique(obj.state_dict()).values())
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_state_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_state_bytes(v) for v in obj)
+    return 0
+
+
+def _write_tmp(tmp: Path, step: int, kind: str, model_state: nn.Module | None, optim_state: dict | None,
+               state: dict[str, Any], frozen: dict[str, Any] | None) -> None:
     files = []
     if model_state is not None:
         _save_weights(model_state, tmp / MODEL_FILE, step, frozen)
         files.append(MODEL_FILE)
     if optim_state is not None:
-        torch.save(optim_state, tmp / OPTIM_FILE)
+        _torch_save(optim_state, tmp / OPTIM_FILE)
         files.append(OPTIM_FILE)
     state = {**state, "kind": kind}
     (tmp / STATE_FILE).write_text(json.dumps(state, indent=1, default=_json_default) + "\n")
@@ -171,16 +232,6 @@ def write_checkpoint(root: Path, step: int, *, model_state: nn.Module | None, op
         manifest["fingerprints"] = prints
     atomic_write_json(tmp / MANIFEST, manifest)  # last: its presence means "complete"
     fsync_dir(tmp)
-    if final.exists():  # re-reaching a step after a rollback or resume: replace the old copy
-        old = root / (final.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    fsync_dir(root)
-    return final
 
 
 def _json_default(o: Any) -> Any:

@@ -10,6 +10,7 @@ User errors (`LmforgeError`) print one message and exit 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import os
@@ -177,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except LmforgeError as e:
         print(f"lmforge: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"lmforge: error: out of disk space writing {e.filename or 'a file'} ({e.strerror}): free space and "
+              f"rerun the same command (complete stages and checkpoints are kept)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lmforge: interrupted", file=sys.stderr)

@@ -20,13 +20,24 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 from lmforge.config import Config, dump_config, fingerprint
 from lmforge.errors import LmforgeError
-from lmforge.io import atomic_write_text, is_complete, read_marker, reset_dir, write_marker
+from lmforge.io import (
+    atomic_write_text,
+    free_bytes,
+    human_bytes,
+    is_complete,
+    out_of_space,
+    read_marker,
+    reset_dir,
+    tree_bytes,
+    write_marker,
+)
 
 
 def _say(msg: str) -> None:
@@ -44,6 +55,10 @@ def prepare_run_dir(cfg: Config, run_dir: Path) -> Path:
     if run_dir.exists() and not run_dir.is_dir():
         raise LmforgeError(f"run directory {run_dir} is a file: pass a directory (it is created if missing)")
     run_dir.mkdir(parents=True, exist_ok=True)
+    from lmforge.checkpoint import clean_partial
+
+    for p in clean_partial(run_dir / "checkpoints"):  # callers hold the run lock: no writer is active
+        _say(f"removed incomplete checkpoint {p} (interrupted write)")
     text, path = dump_config(cfg), run_dir / "config.yaml"
     try:
         same = path.is_file() and path.read_text(encoding="utf-8") == text
@@ -116,9 +131,20 @@ def _run_stage(name: str, out_dir: Path, fp: str, fn, force: bool) -> bool:
             _say(f"{name}: up to date, skipped ({out_dir})")
             return False
         _say(f"{name}: running → {out_dir}")
-        reset_dir(out_dir)
-        fn()
-        write_marker(out_dir, fp, stage=name)
+        try:
+            reset_dir(out_dir)
+            fn()
+            write_marker(out_dir, fp, stage=name)
+        except OSError as e:
+            if not out_of_space(e):
+                raise
+            written = tree_bytes(out_dir)
+            shutil.rmtree(out_dir, ignore_errors=True)  # partial output: removed, and its space freed
+            raise LmforgeError(
+                f"out of disk space in the {name} stage writing {e.filename or out_dir}: it had written "
+                f"{human_bytes(written)} of {out_dir} when the disk filled, so it needs more than that; "
+                f"{human_bytes(free_bytes(out_dir.parent))} free now. The partial output was removed: free space "
+                f"and rerun") from None
         return True
 
 

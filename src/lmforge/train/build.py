@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from lmforge import checkpoint as ck
 from lmforge.errors import ConfigError, LmforgeError
+from lmforge.io import free_bytes, human_bytes, out_of_space
 from lmforge.model import GPT
 from lmforge.monitor.logger import RunLogger
 from lmforge.train.callbacks import AnomalyCallback, CheckpointCallback, EvalCallback, LogCallback
@@ -302,6 +303,12 @@ def train(cfg: Config, run_dir: Path, *, resume: str | None = None,
         summary = trainer.fit()
         status = "interrupted" if trainer.stop_requested in ("SIGTERM", "SIGINT") else "finished"
         return summary
+    except OSError as e:
+        if not out_of_space(e):
+            raise
+        raise LmforgeError(f"out of disk space at step {trainer.state.step} writing {e.filename or run_dir}: "
+                           f"{human_bytes(free_bytes(run_dir))} free. The last complete checkpoint "
+                           f"({trainer.last_ckpt}) is intact: free space, then resume with --resume auto") from None
     except KeyboardInterrupt:
         status = "interrupted"
         raise
@@ -319,4 +326,7 @@ def train(cfg: Config, run_dir: Path, *, resume: str | None = None,
 
 
 def _close_writer(writer: Any, status: str, summary: dict[str, Any]) -> None:
-    writer.close(status, **summary)  # RunLogger: end event, TensorBoard, plots
+    try:
+        writer.close(status, **summary)  # RunLogger: end event, TensorBoard, plots
+    except OSError as e:  # e.g. a full disk: the error that stopped training is the one to report
+        log.warning("the run's end event was not written: %s", e)
