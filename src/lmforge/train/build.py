@@ -27,7 +27,7 @@ from lmforge.train.callbacks import AnomalyCallback, CheckpointCallback, EvalCal
 from lmforge.train.callbacks.base import Callback
 from lmforge.train.callbacks.extra import EarlyStopCallback, SampleCallback
 from lmforge.train.config import TrainConfig
-from lmforge.train.distributed import DistInfo, barrier, init_distributed
+from lmforge.train.distributed import DistInfo, barrier, init_distributed, lost_peer, restarted
 from lmforge.train.lock import RunLock
 from lmforge.train.optim import build_optimizer
 from lmforge.train.rng import seed_all
@@ -190,8 +190,11 @@ def build_trainer(cfg: Config, run_dir: Path, *, resume: str | None = None) -> t
     from lmforge.tokenizer import load_tokenizer
 
     probe = resolve_device(cfg.train.device)
-    dist_info = init_distributed(probe.type)
+    dist_info = init_distributed(probe.type, timeout=cfg.train.collective_timeout)
     device = resolve_device(cfg.train.device, dist_info)
+    if resume is None and restarted():  # torchrun restarted the group after a lost rank: continue
+        log.warning("torchrun restart %d: resuming from the latest checkpoint", restarted())
+        resume = "auto"
     lock = RunLock(run_dir).acquire() if dist_info.is_main else None
     try:
         tok = load_tokenizer(run_dir / "tokenizer")
@@ -303,6 +306,14 @@ def train(cfg: Config, run_dir: Path, *, resume: str | None = None,
         summary = trainer.fit()
         status = "interrupted" if trainer.stop_requested in ("SIGTERM", "SIGINT") else "finished"
         return summary
+    except RuntimeError as e:
+        if not lost_peer(e):
+            raise
+        raise LmforgeError(
+            f"rank {trainer.rank}: a collective operation failed at step {trainer.state.step + 1}: another rank hung "
+            f"(no answer within train.collective_timeout={cfg.train.collective_timeout:g} s) or died; see that "
+            f"rank's log ({str(e).splitlines()[0][:160]}). The last complete checkpoint ({trainer.last_ckpt}) is "
+            f"intact: under torchrun --max-restarts=N the group restarts and resumes from it") from None
     except OSError as e:
         if not out_of_space(e):
             raise

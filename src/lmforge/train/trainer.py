@@ -26,7 +26,7 @@ from lmforge import checkpoint as ck
 from lmforge.errors import LmforgeError
 from lmforge.train.callbacks.base import Callback
 from lmforge.train.ckpt_writer import CheckpointWriter
-from lmforge.train.distributed import all_reduce_max, all_reduce_sum, barrier
+from lmforge.train.distributed import all_reduce_max, all_reduce_sum, barrier, inject_fault
 from lmforge.train.optim import lr_at, set_lr
 from lmforge.train.rng import get_rng_state, set_rng_state
 from lmforge.train.state_io import gather_for_save, load_model_and_optimizer
@@ -157,6 +157,7 @@ class Trainer:
         return self.summary()
 
     def run_one_step(self) -> StepResult:
+        inject_fault(self.rank, self.state.step + 1)  # no-op unless a test sets LMFORGE_TEST_FAULT
         set_lr(self.optimizer, self.lr())
         batches = [self.next_batch() for _ in range(self.cfg.train.grad_accum)]
         self.model.train()
