@@ -12,6 +12,13 @@ written last, then the directory is renamed; the pointers move only after that. 
 manifest, or whose files do not match it, is never loaded. `optimizer.pt` is read with
 `torch.load(weights_only=True)`, which refuses pickles that would run code.
 
+`latest` is the truth for `--resume auto` (a higher step number is not: it may belong to an abandoned
+branch). Resuming from a checkpoint older than others on disk starts a new branch: the checkpoints
+with higher steps are moved aside into `abandoned-<time>/` (never deleted) and named in the log. A
+pointer may only name a `step-N`/`weights-N` directory of checkpoints/; one that names a checkpoint
+failing verification is moved to the newest good one (logged). Each manifest records the tokenizer
+and token-shard fingerprints (`fingerprints`), which eval, generate and export check.
+
 Kinds: `state.json` and the manifest carry `kind: full | weights`. Only full checkpoints are resumed
 from (`find_resume`); weights-only ones hold no optimiser, RNG or loader state and serve inference.
 Frozen parameters are stored once in a content-addressed file that each manifest needing it names
@@ -21,6 +28,7 @@ dict, and pruning deletes such a file only when no remaining manifest names it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -36,13 +44,24 @@ import torch.nn as nn
 from safetensors.torch import load_file, save, save_file, save_model
 
 from lmforge.errors import LmforgeError
-from lmforge.io import atomic_write_bytes, atomic_write_json, atomic_write_text, fsync_dir, sha256_file
+from lmforge.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    free_bytes,
+    fsync_dir,
+    human_bytes,
+    out_of_space,
+    sha256_file,
+)
 
 log = logging.getLogger(__name__)
 FULL, WEIGHTS = "full", "weights"
 _PREFIX = {FULL: "step", WEIGHTS: "weights"}
 _DIR_RE = {FULL: re.compile(r"^step-(\d+)$"), WEIGHTS: re.compile(r"^weights-(\d+)$")}
 STEP_RE = _DIR_RE[FULL]
+POINTER_RE = re.compile(r"^(step|weights)-\d+$")
+POINTERS = ("latest", "newest", "best")
 FROZEN_RE = re.compile(r"^frozen-[0-9a-f]{16}\.safetensors$")
 MODEL_FILE, OPTIM_FILE, STATE_FILE, MANIFEST = "model.safetensors", "optimizer.pt", "state.json", "manifest.json"
 
@@ -139,13 +158,64 @@ def write_checkpoint(root: Path, step: int, *, model_state: nn.Module | None, op
     tmp = root / (final.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir()
+    try:
+        tmp.mkdir()
+        _write_tmp(tmp, step, kind, model_state, optim_state, state, frozen)
+    except OSError as e:  # the partial copy is removed: it must neither fill the disk nor block a resume
+        shutil.rmtree(tmp, ignore_errors=True)
+        if out_of_space(e):
+            need = _state_bytes(model_state) + _state_bytes(optim_state)
+            raise CheckpointError(
+                f"out of disk space writing checkpoint {final.name} in {root}: it needs about {human_bytes(need)}, "
+                f"{human_bytes(free_bytes(root))} free. The partial copy was removed and the last complete "
+                f"checkpoint is intact: free space (or lower train.keep_last), then resume with --resume auto "
+                f"(`lmforge run` resumes by itself)") from None
+        raise
+    if final.exists():  # re-reaching a step after a rollback or resume: replace the old copy
+        old = root / (final.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    fsync_dir(root)
+    return final
+
+
+def _torch_save(obj: Any, path: Path) -> None:
+    """torch.save, whose full-disk failure (a RuntimeError from its zip writer) becomes the OSError
+    (ENOSPC) it is, so callers handle it as such."""
+    try:
+        torch.save(obj, path)
+    except RuntimeError as e:
+        free = free_bytes(path.parent)
+        if free is not None and free < max(_state_bytes(obj), 1 << 20):
+            raise OSError(errno.ENOSPC, f"No space left on device ({str(e).splitlines()[0][:120]})", str(path)) from e
+        raise
+
+
+def _state_bytes(obj: Any) -> int:
+    """Bytes of the tensors in a module or a nested state (an estimate of what a checkpoint writes)."""
+    if isinstance(obj, nn.Module):
+        return sum(t.numel() * t.element_size() for t in _unique(obj.state_dict()).values())
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_state_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_state_bytes(v) for v in obj)
+    return 0
+
+
+def _write_tmp(tmp: Path, step: int, kind: str, model_state: nn.Module | None, optim_state: dict | None,
+               state: dict[str, Any], frozen: dict[str, Any] | None) -> None:
     files = []
     if model_state is not None:
         _save_weights(model_state, tmp / MODEL_FILE, step, frozen)
         files.append(MODEL_FILE)
     if optim_state is not None:
-        torch.save(optim_state, tmp / OPTIM_FILE)
+        _torch_save(optim_state, tmp / OPTIM_FILE)
         files.append(OPTIM_FILE)
     state = {**state, "kind": kind}
     (tmp / STATE_FILE).write_text(json.dumps(state, indent=1, default=_json_default) + "\n")
@@ -157,18 +227,11 @@ def write_checkpoint(root: Path, step: int, *, model_state: nn.Module | None, op
         "files": {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size} for n in files}}
     if frozen:
         manifest["frozen"] = frozen
+    prints = {"tokenizer": state.get("tokenizer_fingerprint"), "tokens": state.get("data_fingerprint")}
+    if any(prints.values()):
+        manifest["fingerprints"] = prints
     atomic_write_json(tmp / MANIFEST, manifest)  # last: its presence means "complete"
     fsync_dir(tmp)
-    if final.exists():  # re-reaching a step after a rollback or resume: replace the old copy
-        old = root / (final.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    fsync_dir(root)
-    return final
 
 
 def _json_default(o: Any) -> Any:
@@ -251,9 +314,11 @@ def clean_partial(root: Path) -> list[Path]:
 
 
 def find_resume(root: Path, resume: str) -> Path | None:
-    """`auto`: the newest FULL checkpoint that verifies (corrupted ones are skipped with a warning),
-    or None when there is none; weights-only checkpoints are never resumed from (a newer one is
-    reported in the log). Any other value is a full checkpoint directory, which must verify."""
+    """`auto`: the checkpoint `latest` names when it verifies; else (no pointer, or it names a
+    corrupt checkpoint) the newest FULL checkpoint that verifies (corrupted ones are skipped with a
+    warning, and pointers naming them are moved to the one found), or None when there is none.
+    Weights-only checkpoints are never resumed from (a newer one is reported in the log). Any other
+    value is a full checkpoint directory, which must verify."""
     if resume != "auto":
         path = Path(resume)
         if not path.is_dir():
@@ -263,16 +328,97 @@ def find_resume(root: Path, resume: str) -> Path | None:
                                   f"data-loader state, so training cannot resume from it; resume from a step-N "
                                   f"checkpoint (--resume auto picks the newest), or load it with eval/generate/export")
         return path
-    found = None
-    for _, path in list_checkpoints(root):
-        try:
-            if checkpoint_kind(verify_checkpoint(path)) == FULL:
-                found = path
+    bad: list[str] = []
+    found = _good_full(root, _pointer_name(root, "latest"), bad)
+    if found is None:
+        for _, path in list_checkpoints(root):
+            if path.name not in bad and (found := _good_full(root, path.name, bad)) is not None:
                 break
-        except CheckpointError as e:
-            log.warning("skipping checkpoint: %s", e)
+    repair_pointers(root, found, bad)
     _report_newer_light(root, found)
     return found
+
+
+def _good_full(root: Path, name: str | None, bad: list[str]) -> Path | None:
+    """root/name when it is a full checkpoint that verifies; a failing one is added to `bad`."""
+    if name is None or not (root / name).is_dir():
+        return None
+    try:
+        if checkpoint_kind(verify_checkpoint(root / name)) == FULL:
+            return root / name
+    except CheckpointError as e:
+        log.warning("skipping checkpoint: %s", e)
+        bad.append(name)
+    return None
+
+
+def repair_pointers(root: Path, good: Path | None, bad: list[str]) -> None:
+    """Move every pointer that cannot be used to `good` (remove it when there is none): one naming a
+    checkpoint in `bad`, a missing directory or something invalid; `latest` naming anything but the
+    resumable `good`; `best`/`newest` naming a checkpoint that fails verification."""
+    root = Path(root)
+    for name in POINTERS:
+        if not (root / name).is_file():
+            continue
+        target = _pointer_name(root, name)
+        if good is not None and target == good.name:
+            continue
+        if target is not None and target not in bad and name != "latest":
+            try:
+                verify_checkpoint(root / target)
+                continue
+            except CheckpointError as e:
+                log.warning("checkpoint named by %s fails verification: %s", name, e)
+        if good is not None:
+            set_pointer(root, name, good)
+            log.warning("pointer %s named %s, which cannot be used; it now names %s", name, target, good.name)
+        else:
+            (root / name).unlink(missing_ok=True)
+            log.warning("pointer %s named %s, which cannot be used, and no complete checkpoint is left: removed it",
+                        name, target)
+
+
+def _pointer_name(root: Path, name: str) -> str | None:
+    """The checkpoint directory name a pointer holds, or None when the pointer is absent or invalid
+    (logged: `--resume auto` then falls back to the newest checkpoint that verifies)."""
+    try:
+        p = read_pointer(root, name)
+    except CheckpointError as e:
+        log.warning("%s", e)
+        return None
+    return None if p is None else p.name
+
+
+def start_branch(root: Path, ckpt: Path) -> tuple[Path | None, list[str]]:
+    """Resuming from `ckpt` while checkpoints with higher steps exist: move those (full and
+    weights-only) into `root/abandoned-<time>/`, with a copy of the frozen file each needs, so the
+    old branch is kept whole and nothing of it is resumed or pruned by mistake. Pointers that named
+    a moved checkpoint now name `ckpt`. Returns (the folder, the names moved)."""
+    root, step = Path(root), int(re.search(r"(\d+)$", Path(ckpt).name).group(1))
+    later = [p for s, p in list_checkpoints(root, "any") if s > step]
+    if not later:
+        return None, []
+    aside = root / time.strftime("abandoned-%Y%m%d-%H%M%S")
+    n = 0
+    while aside.exists():
+        n += 1
+        aside = root / f"{aside.name.split('.')[0]}.{n}"
+    aside.mkdir()
+    moved = []
+    for p in sorted(later):
+        ref = _frozen_ref(p)
+        if ref and FROZEN_RE.match(str(ref.get("file"))) and (root / ref["file"]).is_file() \
+                and not (aside / ref["file"]).exists():
+            shutil.copy2(root / ref["file"], aside / ref["file"])
+        os.replace(p, aside / p.name)
+        moved.append(p.name)
+    fsync_dir(root)
+    for name in POINTERS:
+        if _pointer_name(root, name) in moved:
+            set_pointer(root, name, Path(ckpt))
+    log.warning("resuming from %s, an older checkpoint than %s: a new branch starts here; the old branch's later "
+                "checkpoints were moved (not deleted) to %s", Path(ckpt).name, ", ".join(moved), aside)
+    return aside, moved
 
 
 def _report_newer_light(root: Path, full: Path | None) -> None:
@@ -291,15 +437,34 @@ def set_pointer(root: Path, name: str, ckpt: Path) -> None:
 
 
 def read_pointer(root: Path, name: str) -> Path | None:
-    p = root / name
+    """The checkpoint directory pointer `name` names (None when the pointer or its directory is
+    absent). A pointer must hold a `step-N` or `weights-N` name of this checkpoints/ directory:
+    anything else (a path, `..`) is refused, never followed."""
+    p = Path(root) / name
     if not p.is_file():
         return None
-    target = root / p.read_text().strip()
+    try:
+        text = p.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError as e:
+        raise CheckpointError(f"pointer {p} cannot be read ({e.strerror})") from None
+    if not POINTER_RE.match(text) or p.is_symlink():
+        shown = text if len(text) <= 120 else text[:120] + "..."
+        raise CheckpointError(f"pointer {p} names {shown!r}, which is outside {root} or not a checkpoint name: a "
+                              f"pointer holds one name like step-000500 or weights-000250 of that directory. Fix or "
+                              f"delete the file ({name}); --resume auto then uses the newest complete checkpoint")
+    target = Path(root) / text
     return target if target.is_dir() else None
 
 
+def _safe_pointer(root: Path, name: str) -> Path | None:
+    try:
+        return read_pointer(root, name)
+    except CheckpointError:
+        return None
+
+
 def _prune(root: Path, victims: list[tuple[int, Path]]) -> list[Path]:
-    best = read_pointer(root, "best")
+    best = _safe_pointer(root, "best")
     removed = []
     for _, path in victims:
         if best is not None and path.resolve() == best.resolve():
@@ -355,8 +520,17 @@ def load_optimizer_file(path: Path, device: torch.device | str = "cpu") -> dict[
     try:
         return torch.load(Path(path) / OPTIM_FILE, map_location=device, weights_only=True)
     except Exception as e:  # UnpicklingError and friends: never retry with weights_only=False
-        raise CheckpointError(f"checkpoint {path}: {OPTIM_FILE} refused by the safe loader "
-                              f"(weights_only=True): {str(e).splitlines()[0]}") from None
+        raise CheckpointError(f"checkpoint {path}: {OPTIM_FILE} refused by the safe loader, which never runs code "
+                              f"from a checkpoint: {_why_refused(e)}. Use a checkpoint lmforge wrote, or resume from "
+                              f"another one") from None
+
+
+def _why_refused(e: BaseException) -> str:
+    """The reason in torch's message without its advice to reload with weights_only=False (which
+    would run whatever code the file holds)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    keep = [ln for ln in lines if not re.search(r"weights_only|Re-running|trusted source|documentation of torch", ln)]
+    return (keep[0] if keep else type(e).__name__)[:300]
 
 
 def _frozen_ref(path: Path) -> dict[str, Any] | None:
@@ -412,10 +586,75 @@ def resolve(run_dir: Path, which: str) -> Path:
     return path
 
 
+def tokens_fingerprint(tokens_dir: Path) -> str:
+    """Identity of a tokens/ directory, as recorded in checkpoints: its manifest.json without the
+    timing `stats` (so an identical rebuild has the same identity; the manifest holds every shard's
+    sha256, the tokenizer fingerprint and the tokens config)."""
+    man = Path(tokens_dir) / "manifest.json"
+    if not man.is_file():
+        return "none"
+    try:
+        data = json.loads(man.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return hashlib.sha256(man.read_bytes()).hexdigest()[:16]
+    if isinstance(data, dict):
+        data.pop("stats", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def legacy_tokens_fingerprint(tokens_dir: Path) -> str:
+    """The fingerprint checkpoints written before `tokens_fingerprint` held (the manifest's bytes)."""
+    man = Path(tokens_dir) / "manifest.json"
+    return hashlib.sha256(man.read_bytes()).hexdigest()[:16] if man.is_file() else "none"
+
+
+def same_tokens(want: str | None, tokens_dir: Path) -> bool:
+    return want in (tokens_fingerprint(tokens_dir), legacy_tokens_fingerprint(tokens_dir))
+
+
+def _fingerprints(manifest: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+    prints = dict(manifest.get("fingerprints") or {})
+    prints.setdefault("tokenizer", state.get("tokenizer_fingerprint"))
+    prints.setdefault("tokens", state.get("data_fingerprint"))
+    return prints
+
+
+def check_tokenizer(path: Path, prints: dict[str, Any], tokenizer: Any, vocab_size: int) -> None:
+    """Refuse a tokenizer other than the one checkpoint `path` was trained with (checkpoints written
+    before fingerprints were recorded get the vocabulary-size check only)."""
+    want = prints.get("tokenizer")
+    if tokenizer is not None:
+        if want and want != tokenizer.fingerprint:
+            raise CheckpointError(
+                f"checkpoint {path} was trained with another tokenizer (fingerprint {want}; "
+                f"{getattr(tokenizer, 'path', None) or 'the tokenizer given'} has {tokenizer.fingerprint}): its "
+                f"token ids would mean other text. Restore the run's original tokenizer/, or retrain (a new run "
+                f"directory) with this one")
+        if tokenizer.vocab_size > vocab_size:
+            raise CheckpointError(
+                f"checkpoint {path}: the tokenizer has {tokenizer.vocab_size} tokens but the model only "
+                f"{vocab_size} (model.vocab_size): they do not belong together; use the run's own tokenizer/")
+
+
+def check_tokens(info: dict[str, Any], tokens_dir: Path) -> None:
+    """Refuse token shards other than those the checkpoint of `info` (from `load_for_inference`)
+    was trained on: its validation split could hold training documents."""
+    path, want = info.get("path"), (info.get("fingerprints") or {}).get("tokens")
+    if want and want != "none" and Path(tokens_dir).is_dir() and not same_tokens(want, tokens_dir):
+        have = tokens_fingerprint(tokens_dir)
+        if have != want:
+            raise CheckpointError(
+                f"checkpoint {path} was trained on other token shards than {tokens_dir} (fingerprint {want}, now "
+                f"{have}): the validation split may hold training documents. Restore the original tokens/ (rerun "
+                f"`lmforge tokenize` with the run's config) or evaluate the matching checkpoint")
+
+
 def load_for_inference(run_dir: str | Path, which: str = "best", device: str = "cpu") -> tuple[nn.Module, Any, dict]:
     """(model in eval mode, tokenizer, info) from a verified checkpoint of RUN_DIR, full or weights-only.
 
-    info: path, kind, step, tokens_seen, val_loss, config (the run's resolved config as a dict).
+    The run's tokenizer must be the one the checkpoint was trained with (its fingerprint), else
+    CheckpointError. info: path, kind, step, tokens_seen, val_loss, config (the run's resolved config
+    as a dict), fingerprints (tokenizer, tokens: see `check_tokens`).
     """
     from lmforge.model import GPT
     from lmforge.model.config import ModelConfig
@@ -429,6 +668,8 @@ def load_for_inference(run_dir: str | Path, which: str = "best", device: str = "
     model.to(device).eval()
     tok_dir = Path(run_dir) / "tokenizer"
     tokenizer = load_tokenizer(tok_dir) if tok_dir.exists() else None
-    info = {"path": str(path), "kind": checkpoint_kind(manifest), "step": state["step"],
+    prints = _fingerprints(manifest, state)
+    check_tokenizer(path, prints, tokenizer, model.cfg.vocab_size)
+    info = {"fingerprints": prints, "path": str(path), "kind": checkpoint_kind(manifest), "step": state["step"],
             "tokens_seen": state.get("tokens_seen"), "val_loss": state.get("val_loss"), "config": state["config"]}
     return model, tokenizer, info

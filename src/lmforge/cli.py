@@ -10,6 +10,7 @@ User errors (`LmforgeError`) print one message and exit 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import os
@@ -28,7 +29,10 @@ def _load(args: argparse.Namespace) -> tuple[Config, Path]:
     from lmforge.run import with_run_name
 
     cfg = load_config(args.config, args.overrides)
-    return cfg, with_run_name(cfg, args.run_dir)
+    run_dir = with_run_name(cfg, args.run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise LmforgeError(f"--run-dir {run_dir} is a file: pass a directory (it is created if missing)")
+    return cfg, run_dir
 
 
 def _dry_run(cfg: Config, run_dir: Path) -> int:
@@ -46,6 +50,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     cpu_threads_hint()
     t0 = time.time()
     result = run_all(cfg, run_dir)
+    if result.get("interrupted"):
+        print(f"Interrupted after {time.time() - t0:.0f} s; continue with the same command.")
+        return 0
     _print_summary(result, time.time() - t0)
     return 0
 
@@ -86,7 +93,14 @@ def cmd_stage(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(cfg, run_dir)
     run.cpu_threads_hint()
-    run.prepare_run_dir(cfg, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with run.run_lock(run_dir):  # no config.yaml or stage output is written while another process holds the run
+        return _stage(args, cfg, run.prepare_run_dir(cfg, run_dir))
+
+
+def _stage(args: argparse.Namespace, cfg: Config, run_dir: Path) -> int:
+    from lmforge import run
+
     if args.command == "data":
         run.run_data(cfg, run_dir, force=True)
     elif args.command == "tokenizer":
@@ -162,6 +176,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except LmforgeError as e:
         print(f"lmforge: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"lmforge: error: out of disk space writing {e.filename or 'a file'} ({e.strerror}): free space and "
+              f"rerun the same command (complete stages and checkpoints are kept)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lmforge: interrupted", file=sys.stderr)

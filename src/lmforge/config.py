@@ -96,10 +96,17 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     data: dict[str, Any] = {}
     if path is not None:
         p = shipped_config(path) or Path(path)
+        if p.is_dir():
+            raise ConfigError(f"config file {p} is a directory: pass a YAML file (e.g. {p / 'config.yaml'})")
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist")
         try:
             data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config file {p} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
+                              f"{e.start}): save it as UTF-8") from None
+        except OSError as e:
+            raise ConfigError(f"config file {p} cannot be read: {e.strerror}") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {p} is not valid YAML: {e}") from e
         if not isinstance(data, dict):

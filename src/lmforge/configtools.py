@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from typing import Any
@@ -75,6 +76,8 @@ def build_section(cls: type, data: dict[str, Any], prefix: str) -> Any:
         ok, coerced = _type_ok(value, tp)
         if not ok:
             raise ConfigError(f"config key '{dotted}': expected {_type_name(tp)}, got {value!r}")
+        if isinstance(coerced, float) and not math.isfinite(coerced):
+            raise ConfigError(f"config key '{dotted}': must be a finite number, got {value!r}")
         kwargs[key] = coerced
     try:
         return cls(**kwargs)

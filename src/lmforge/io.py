@@ -7,6 +7,7 @@ leaves output that looks valid.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -89,6 +90,46 @@ def reset_dir(directory: str | Path) -> Path:
         shutil.rmtree(d)
     d.mkdir(parents=True)
     return d
+
+
+def out_of_space(e: BaseException) -> bool:
+    """True for "no space left on device" and "disk quota exceeded"."""
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def free_bytes(path: str | Path) -> int | None:
+    """Free bytes on the file system holding `path` (its nearest existing parent), or None."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return None
+
+
+def tree_bytes(path: str | Path) -> int:
+    """Bytes of the regular files under `path` (a file counts itself); 0 when missing."""
+    p = Path(path)
+    if p.is_file():
+        return p.stat().st_size
+    total = 0
+    for f in p.rglob("*") if p.is_dir() else []:
+        try:
+            total += f.stat().st_size if f.is_file() else 0
+        except OSError:
+            pass
+    return total
+
+
+def human_bytes(n: float | None) -> str:
+    if n is None:
+        return "unknown"
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"  # pragma: no cover
 
 
 def read_capped(stream: Any, cap: int, chunk: int = 1 << 20) -> tuple[bytes, int]:

@@ -7,19 +7,37 @@ marker: equal → skipped; different or missing → the folder is emptied and th
 is written last. So a crashed pipeline resumes where it stopped and a changed config reruns exactly
 the stages it affects. Training resumes from its newest complete checkpoint instead of starting
 over (see `lmforge.train.trainer`).
+
+Every stage that writes holds the run lock (RUN_DIR/train.lock; `lmforge run` holds it throughout),
+so a second process cannot rebuild tokens/ under a training run. On a run that already has
+checkpoints, changed inputs or config of data/tokenizer/tokenize are refused before anything is
+rebuilt (the checkpoints would no longer match their data). A run stopped by SIGTERM/SIGINT saves its
+checkpoint and returns without the evaluation; the next `lmforge run` continues it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 from lmforge.config import Config, dump_config, fingerprint
 from lmforge.errors import LmforgeError
-from lmforge.io import atomic_write_text, is_complete, read_marker, reset_dir, write_marker
+from lmforge.io import (
+    atomic_write_text,
+    free_bytes,
+    human_bytes,
+    is_complete,
+    out_of_space,
+    read_marker,
+    reset_dir,
+    tree_bytes,
+    write_marker,
+)
 
 
 def _say(msg: str) -> None:
@@ -31,11 +49,34 @@ def default_run_dir(cfg: Config) -> Path:
 
 
 def prepare_run_dir(cfg: Config, run_dir: Path) -> Path:
-    """Create the run directory and write the resolved config to RUN_DIR/config.yaml."""
+    """Create the run directory and write the resolved config to RUN_DIR/config.yaml (left alone
+    when unchanged: a full disk then cannot stop a resume before it has cleaned up)."""
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise LmforgeError(f"run directory {run_dir} is a file: pass a directory (it is created if missing)")
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+    from lmforge.checkpoint import clean_partial
+
+    for p in clean_partial(run_dir / "checkpoints"):  # callers hold the run lock: no writer is active
+        _say(f"removed incomplete checkpoint {p} (interrupted write)")
+    text, path = dump_config(cfg), run_dir / "config.yaml"
+    try:
+        same = path.is_file() and path.read_text(encoding="utf-8") == text
+    except (OSError, UnicodeDecodeError):
+        same = False
+    if not same:
+        atomic_write_text(path, text)
     return run_dir
+
+
+def run_lock(run_dir: Path) -> contextlib.AbstractContextManager:
+    """The run's lock for a stage that writes (re-entrant in one process; under torchrun rank 0
+    holds it, as training does)."""
+    from lmforge.train.lock import RunLock
+
+    if os.environ.get("RANK", "0") != "0":
+        return contextlib.nullcontext()
+    return RunLock(run_dir)
 
 
 def _input_fingerprint(inputs: list[str]) -> list[Any]:
@@ -48,9 +89,13 @@ def _input_fingerprint(inputs: list[str]) -> list[Any]:
         paths = [Path(spec)] if Path(spec).exists() else [Path(p) for p in sorted(glob.glob(spec, recursive=True))]
         files: list[Path] = []
         for p in paths:
-            files.extend(sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p])
+            files.extend(sorted(q for q in p.rglob("*") if q.is_file() or q.is_symlink()) if p.is_dir() else [p])
         for f in files:
-            st = f.stat()
+            try:
+                st = f.stat()
+            except OSError as e:  # a broken symlink: the data stage rejects it with the reason
+                out.append([str(f), f"unreadable: {e.strerror}"])
+                continue
             out.append([str(f), st.st_size, st.st_mtime_ns])
         if not files:
             out.append([spec, None])
@@ -81,14 +126,51 @@ def _stage_fingerprints(cfg: Config) -> dict[str, str]:
 
 
 def _run_stage(name: str, out_dir: Path, fp: str, fn, force: bool) -> bool:
-    if not force and is_complete(out_dir, fp):
-        _say(f"{name}: up to date, skipped ({out_dir})")
-        return False
-    _say(f"{name}: running → {out_dir}")
-    reset_dir(out_dir)
-    fn()
-    write_marker(out_dir, fp, stage=name)
-    return True
+    with run_lock(out_dir.parent):
+        if not force and is_complete(out_dir, fp):
+            _say(f"{name}: up to date, skipped ({out_dir})")
+            return False
+        _say(f"{name}: running → {out_dir}")
+        try:
+            reset_dir(out_dir)
+            fn()
+            write_marker(out_dir, fp, stage=name)
+        except OSError as e:
+            if not out_of_space(e):
+                raise
+            written = tree_bytes(out_dir)
+            shutil.rmtree(out_dir, ignore_errors=True)  # partial output: removed, and its space freed
+            raise LmforgeError(
+                f"out of disk space in the {name} stage writing {e.filename or out_dir}: it had written "
+                f"{human_bytes(written)} of {out_dir} when the disk filled, so it needs more than that; "
+                f"{human_bytes(free_bytes(out_dir.parent))} free now. The partial output was removed: free space "
+                f"and rerun") from None
+        return True
+
+
+_STAGE_DIRS = (("data", "data", "data.inputs or data.*"), ("tokenizer", "tokenizer", "tokenizer.*"),
+               ("tokenize", "tokens", "tokens.*"))
+
+
+def refuse_changed_inputs(cfg: Config, run_dir: Path) -> None:
+    """On a run that holds checkpoints, a data, tokenizer or tokenize stage whose inputs or config
+    changed would be rebuilt and only then would training refuse (its checkpoints were trained on
+    the old tokens): refuse first, with nothing touched."""
+    from lmforge.checkpoint import list_checkpoints
+
+    existing = list_checkpoints(run_dir / "checkpoints", "any")
+    if not existing:
+        return
+    fps = _stage_fingerprints(cfg)
+    for stage, folder, keys in _STAGE_DIRS:
+        marker = read_marker(run_dir / folder)
+        if marker is not None and marker.get("fingerprint") != fps[stage]:
+            raise LmforgeError(
+                f"{run_dir} holds a trained model ({existing[0][1].name} in checkpoints/), but the {stage} stage's "
+                f"inputs or config ({keys}) changed since it was built: rebuilding {folder}/ would leave checkpoints "
+                f"that no longer match their data. To train on the new inputs, start a new run: add --run-dir "
+                f"runs/NEW_NAME (or name=NEW_NAME); to continue this run, restore the config and inputs it was "
+                f"built with (see {run_dir / 'config.yaml'}). Nothing was changed")
 
 
 def _require(run_dir: Path, stage: str, folder: str) -> None:
@@ -149,7 +231,15 @@ def run_train(cfg: Config, run_dir: Path, *, resume: str | None = None) -> dict[
 
 def run_all(cfg: Config, run_dir: Path, *, samples: bool = True) -> dict[str, Any]:
     """All stages in order; complete ones are skipped, training resumes from its last checkpoint."""
-    run_dir = prepare_run_dir(cfg, run_dir)
+    if Path(run_dir).exists() and not Path(run_dir).is_dir():
+        raise LmforgeError(f"run directory {run_dir} is a file: pass a directory (it is created if missing)")
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    with run_lock(Path(run_dir)):
+        refuse_changed_inputs(cfg, Path(run_dir))
+        return _run_all(cfg, prepare_run_dir(cfg, run_dir), samples=samples)
+
+
+def _run_all(cfg: Config, run_dir: Path, *, samples: bool) -> dict[str, Any]:
     run_data(cfg, run_dir)
     run_tokenizer(cfg, run_dir)
     run_tokenize(cfg, run_dir)
@@ -168,6 +258,10 @@ def run_all(cfg: Config, run_dir: Path, *, samples: bool = True) -> dict[str, An
         summary = run_train(cfg, run_dir, resume=resume)
         if summary.get("completed", True):
             write_marker(train_dir, fp, stage="train")
+        else:  # SIGTERM/SIGINT: the checkpoint is written; the evaluation would not be asked for now
+            _say(f"train: interrupted ({summary.get('stopped_by')}) at step {summary.get('step')}; checkpoint "
+                 f"{summary.get('checkpoint')} saved. Evaluation skipped; rerun the same command to continue")
+            return {"run_dir": str(run_dir), "train": summary, "interrupted": True}
 
     from lmforge.eval.perplexity import evaluate_run
 

@@ -1,5 +1,5 @@
-"""Fixtures for the training tests: a tiny run directory (char tokenizer + token shards of Tiny
-Shakespeare) built once per session through the real stage functions, copied per test."""
+"""Fixtures for the training tests: a tiny run directory (char tokenizer + token shards of the
+Python language reference) built once per session through the real stage functions, copied per test."""
 
 from __future__ import annotations
 
@@ -9,9 +9,15 @@ from pathlib import Path
 import pytest
 
 from lmforge.config import Config, config_from_dict
-from lmforge.data.builtin import builtin_text_path
 
-SHAKESPEARE = Path(builtin_text_path("builtin:shakespeare"))
+
+def corpus_text() -> str:
+    """English prose every Python carries (the language reference pages `help()` shows), in a fixed
+    order, in paragraphs of at most 300 characters: tests never read files outside the repository."""
+    from pydoc_data.topics import topics
+
+    paras = (p.strip() for k in sorted(topics) for p in topics[k].split("\n\n"))
+    return "\n\n".join(p for p in paras if p and len(p) <= 300)
 
 
 def _build_template(root: Path, chars: int = 60_000) -> Path:
@@ -20,7 +26,7 @@ def _build_template(root: Path, chars: int = 60_000) -> Path:
     from lmforge.tokenizer import train_tokenizer
     from lmforge.tokens.stage import run_tokenize_stage
 
-    text = SHAKESPEARE.read_text(encoding="utf-8")[:chars]
+    text = corpus_text()[:chars]
     paras = [p for p in text.split("\n\n") if p.strip()]
     with ShardWriter(root / "data", "clean") as w:
         for i, p in enumerate(paras):

@@ -140,10 +140,21 @@ def test_fresh_start_over_old_checkpoints_is_refused(run_dir, tiny_cfg):
 
 
 def test_lock_blocks_a_second_run(run_dir, tiny_cfg):
-    with RunLock(run_dir):
-        with pytest.raises(LmforgeError, match="in use by another training process"):
-            train(tiny_cfg(max_steps=1), run_dir)
+    import subprocess
+    import sys
+
+    code = ("import sys; from lmforge.train.lock import RunLock; RunLock(sys.argv[1]).acquire(); print('ok', "
+            "flush=True); sys.stdin.read()")
+    env = {**os.environ, "PYTHONPATH": str(Path(ck.__file__).parents[1])}  # this tree's lmforge
+    holder = subprocess.Popen([sys.executable, "-c", code, str(run_dir)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=env)
+    assert holder.stdout.readline().strip() == "ok"
+    with pytest.raises(LmforgeError, match=f"in use by another lmforge process \\(pid {holder.pid}"):
+        train(tiny_cfg(max_steps=1), run_dir)
+    holder.communicate("")
     assert train(tiny_cfg(max_steps=1), run_dir)["step"] == 1  # released
+    with RunLock(run_dir), RunLock(run_dir):  # re-entrant within one process (`lmforge run` and its stages)
+        assert train(tiny_cfg(max_steps=2), run_dir, resume="auto")["step"] == 2
 
 
 def test_async_checkpoints_equal_sync_ones(run_dir, tiny_cfg, tmp_path):

@@ -5,18 +5,23 @@
 * `read_source` yields the documents of one source. A record that cannot be read (malformed JSON,
   missing text field, undecodable bytes under `encoding_errors: reject`, binary file) is yielded as a
   document with `meta["reject_reason"]` set, so the pipeline counts and keeps it; nothing is dropped
-  silently.
+  silently. A truncated `.gz` or `.zst` file keeps the records read before the damage and ends with
+  one `corrupt_input` reject; a broken symlink among the inputs is a `broken_symlink` reject.
+* Input fields never steer the pipeline: a record's own `reject_reason` / `reject_detail` /
+  `reject_step` (top level or in `meta`) is kept as `meta.input_reject_reason` etc.
 * Memory is bounded: a record larger than `max_record_bytes` is never held whole; only its first
   bytes are kept (as a `too_long` reject, `meta["truncated"] = True`).
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import gzip
 import io
 import itertools
 import json
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -29,6 +34,7 @@ import zstandard
 from lmforge.data.builtin import BUILTIN_STDLIB, BUILTIN_TEXTS, builtin_text_path
 from lmforge.data.document import Document
 from lmforge.data.readers_web import read_html, read_warc
+from lmforge.data.zstd_frames import ZstdFrames
 from lmforge.errors import DataError
 from lmforge.io import read_capped
 
@@ -84,13 +90,13 @@ def expand_inputs(inputs: list[str]) -> list[str]:
             raise DataError(f"data.inputs: unknown built-in corpus {item!r} "
                             f"(built in: {', '.join([BUILTIN_STDLIB, *BUILTIN_TEXTS])})")
         elif any(c in item for c in "*?["):
-            matches = sorted(p for p in glob.glob(item, recursive=True) if Path(p).is_file())
+            matches = sorted(p for p in glob.glob(item, recursive=True) if Path(p).is_file() or _broken_link(p))
             if not matches:
                 raise DataError(f"data.inputs: the glob {item!r} matches no files")
             out.extend(matches)
         elif Path(item).is_dir():
-            files = sorted(str(p) for p in Path(item).rglob("*")
-                           if p.is_file() and file_format(p.name) != "unknown" and not p.name.startswith("."))
+            files = sorted(str(p) for p in Path(item).rglob("*") if not p.name.startswith(".") and (
+                (p.is_file() and file_format(p.name) != "unknown") or _broken_link(str(p))))
             if not files:
                 raise DataError(f"data.inputs: the directory {item} holds no readable files "
                                 f"(looked for {', '.join(SUPPORTED_EXTS)})")
@@ -100,6 +106,20 @@ def expand_inputs(inputs: list[str]) -> list[str]:
         else:
             raise DataError(f"data.inputs: {item} does not exist (check the path; globs need quotes in a shell)")
     return list(dict.fromkeys(out))
+
+
+def _broken_link(path: str) -> str | None:
+    """Why `path` is a symlink that cannot be read (dangling or looping), or None."""
+    if not os.path.islink(path):
+        return None
+    try:
+        os.stat(path)
+    except OSError as e:
+        target = os.readlink(path)
+        if e.errno == errno.ELOOP:
+            return f"symlink loop (-> {target})"
+        return f"dangling symlink (-> {target}: {e.strerror})"
+    return None
 
 
 def _ext(name: str) -> str:
@@ -127,8 +147,7 @@ def open_stream(path: str) -> IO[bytes]:
     if low.endswith(".gz"):
         return gzip.open(path, "rb")  # multi-member aware; raises EOFError when truncated
     if low.endswith(".zst"):
-        raw = open(path, "rb")
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True), 1 << 16)
+        return io.BufferedReader(ZstdFrames(path), 1 << 16)
     return open(path, "rb")
 
 
@@ -261,12 +280,23 @@ def _read_jsonl(src: _Source, f: IO[bytes]) -> Iterator[Document]:
             continue
         doc_id = obj.pop(opts.id_field, None) if opts.id_field else None
         extra = obj.pop("meta") if isinstance(obj.get("meta"), dict) else {}
-        meta = {**obj, **extra, "source": src.path, "line": n}
+        meta = {**_inert(obj), **_inert(extra), "source": src.path, "line": n}
         if d.meta.get("utf8_replaced"):
             meta["utf8_replaced"] = d.meta["utf8_replaced"]
         if b"\\ud" in raw or b"\\uD" in raw:  # JSON escapes can smuggle lone surrogates (unencodable)
             text, meta = _fix_surrogates(text, meta)
         yield Document(str(doc_id) if doc_id is not None else f"{src.path}:{n}", text, meta)
+
+
+_STEERING = ("reject_reason", "reject_detail", "reject_step")
+
+
+def _inert(fields: dict[str, Any]) -> dict[str, Any]:
+    """Input fields that the pipeline itself sets (a reject reason) renamed `input_<name>`, so a
+    record from an earlier run's rejected/ is judged afresh, never rejected because of its own field."""
+    if not any(k in fields for k in _STEERING):
+        return fields
+    return {(f"input_{k}" if k in _STEERING else k): v for k, v in fields.items()}
 
 
 def _fix_surrogates(text: str, meta: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -297,6 +327,9 @@ def read_source(source: str, opts: ReadOptions, skipped: dict[str, int] | None =
         yield from iter_stdlib_documents()
         return
     src = _Source(source, opts)
+    if why := _broken_link(source):
+        yield src.error(Document(source, "", {"source": source, "line": 0}), "broken_symlink", why)
+        return
     fmt = file_format(source)
     n = 0
     try:
@@ -344,7 +377,7 @@ def _read_parquet(src: _Source) -> Iterator[Document]:
             row += 1
             text = rec.pop(opts.text_field)
             doc_id = rec.pop(opts.id_field, None) if opts.id_field else None
-            meta = {k: _json_safe(v) for k, v in rec.items()}
+            meta = _inert({k: _json_safe(v) for k, v in rec.items()})
             meta.update(source=src.path, line=row)
             d = Document(str(doc_id) if doc_id is not None else f"{src.path}:{row}", text or "", meta)
             if not isinstance(text, str):

@@ -7,6 +7,7 @@ code. Handlers catch nothing: user errors are `LmforgeError`, printed by the CLI
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -14,11 +15,64 @@ from lmforge.errors import LmforgeError
 
 
 def _device(arg: str | None) -> str:
-    if arg and arg != "auto":
-        return arg
+    """`auto` (cuda when available, else cpu) or a device torch knows and this machine has."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if not arg or arg == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if arg.startswith("cuda") and not torch.cuda.is_available():
+        raise LmforgeError(f"--device {arg}: CUDA is not available on this machine; use --device cpu (or auto)")
+    return arg
+
+
+def _device_arg(text: str) -> str:
+    import torch
+
+    if text != "auto":
+        try:
+            torch.device(text)
+        except (RuntimeError, ValueError):
+            raise argparse.ArgumentTypeError(f"unknown device {text!r}: use auto, cpu, cuda or cuda:N") from None
+    return text
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def _finite_float(text: str) -> float:
+    try:
+        f = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(f) or f < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return f
+
+
+def _run_dir(path: Path) -> Path:
+    if Path(path).exists() and not Path(path).is_dir():
+        raise LmforgeError(f"run directory {path} is a file: pass the run directory (runs/NAME)")
+    if not Path(path).is_dir():
+        raise LmforgeError(f"run directory {path} does not exist")
+    return Path(path)
+
+
+def _utf8(text: str, what: str) -> str:
+    """Command-line text with undecodable bytes (Python keeps them as surrogates) is refused here,
+    not deep inside the tokenizer."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise LmforgeError(f"{what} is not valid UTF-8 (byte 0x{ord(text[e.start]) & 0xFF:02x} at character "
+                           f"{e.start}): pass UTF-8 text (check your terminal's locale)") from None
+    return text
 
 
 def _int_list(text: str) -> list[int]:
@@ -31,8 +85,7 @@ def _int_list(text: str) -> list[int]:
 def _load(run_dir: Path, checkpoint: str, device: str | None):
     from lmforge.checkpoint import load_for_inference
 
-    if not Path(run_dir).is_dir():
-        raise LmforgeError(f"run directory {run_dir} does not exist")
+    _run_dir(run_dir)
     model, tok, info = load_for_inference(run_dir, checkpoint, _device(device))
     if tok is None:
         raise LmforgeError(f"{run_dir}/tokenizer is missing: this run has no tokenizer to encode prompts with")
@@ -45,13 +98,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from lmforge.eval.config import EvalConfig
     from lmforge.eval.perplexity import evaluate_run, run_config
 
+    if Path(args.run_dir).exists():
+        _run_dir(args.run_dir)
+    device = _device(args.device)
     run_cfg = run_config(Path(args.run_dir)) if Path(args.run_dir).is_dir() else None
     cfg = run_cfg.eval if run_cfg is not None else EvalConfig()
     given = (("stratify_by", args.by), ("length_buckets", args.buckets), ("overfit_patience", args.patience),
              ("max_batches", args.max_batches))
     changes = {k: v for k, v in given if v is not None}
     cfg = dataclasses.replace(cfg, **changes)  # re-validated in __post_init__
-    evaluate_run(args.run_dir, checkpoint=args.checkpoint, cfg=cfg, device=_device(args.device), data=args.data,
+    evaluate_run(args.run_dir, checkpoint=args.checkpoint, cfg=cfg, device=device, data=args.data,
                  txt_mode=args.txt_mode)
     print((Path(args.run_dir) / "eval" / "report.md").read_text(encoding="utf-8"))
     return 0
@@ -68,6 +124,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     if not args.prompt and not args.interactive:
         raise LmforgeError("give at least one --prompt TEXT, or --interactive")
+    for p in args.prompt:
+        _utf8(p, f"--prompt {p!r}")
     model, tok, _ = _load(args.run_dir, args.checkpoint, args.device)
     kw = _sampling_kwargs(args)
     if args.prompt:
@@ -89,6 +147,11 @@ def _interactive(model, tok, kw: dict) -> None:
     for line in sys.stdin:
         prompt = line.rstrip("\n")
         if not prompt:
+            continue
+        try:
+            _utf8(prompt, "this prompt")
+        except LmforgeError as e:
+            print(f"lmforge: {e}", file=sys.stderr)
             continue
         print(prompt + generate(model, tok, [prompt], **kw)[0], flush=True)
 
@@ -116,12 +179,16 @@ def cmd_rate(args: argparse.Namespace) -> int:
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-new-tokens", type=int, default=100, help="tokens to generate per prompt (default 100)")
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=100,
+                   help="tokens to generate per prompt (default 100)")
+    p.add_argument("--temperature", type=_finite_float, default=0.8,
+                   help="0 = greedy (default 0.8)")
     p.add_argument("--top-k", type=int, default=0, help="keep the K most likely tokens (0 = off)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
-    p.add_argument("--min-p", type=float, default=0.0, help="drop tokens below P x the top probability (0 = off)")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="CTRL penalty on seen tokens (1 = off)")
+    p.add_argument("--top-p", type=_finite_float, default=1.0, help="nucleus sampling mass (1 = off)")
+    p.add_argument("--min-p", type=_finite_float, default=0.0,
+                   help="drop tokens below P x the top probability (0 = off)")
+    p.add_argument("--repetition-penalty", type=_finite_float, default=1.0,
+                   help="CTRL penalty on seen tokens (1 = off)")
     p.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
     p.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop string (repeatable)")
 
@@ -142,16 +209,16 @@ def register(subparsers) -> None:
     p.add_argument("--patience", type=int, default=None, metavar="N",
                    help="overfitting verdict: validation loss rising N evaluations in a row (default 3)")
     p.add_argument("--max-batches", type=int, default=None, metavar="N", help="validation batches (0 = all)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--device", type=_device_arg, default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_eval)
 
     p = subparsers.add_parser("generate", help="generate text from a prompt with a trained run")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--prompt", action="append", default=[], metavar="TEXT", help="prompt (repeatable)")
-    p.add_argument("--num-samples", type=int, default=1, help="continuations per prompt (default 1)")
+    p.add_argument("--num-samples", type=_positive_int, default=1, help="continuations per prompt (default 1)")
     p.add_argument("--interactive", action="store_true", help="read prompts from the terminal, one per line")
     p.add_argument("--checkpoint", default="best", metavar="best|latest|newest|PATH")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", type=_device_arg, default="auto", help="auto, cpu, cuda or cuda:N")
     _add_sampling_args(p)
     p.set_defaults(func=cmd_generate)
 

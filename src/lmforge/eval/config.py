@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lmforge.validate import check as _check
+from lmforge.validate import finite as _finite
 
 
 @dataclass(kw_only=True)
@@ -53,6 +54,7 @@ class EvalConfig:
     as a fluency proxy; default: the evaluated model itself."""
 
     def __post_init__(self) -> None:
+        _finite(self, "eval")
         _check(self.batch_size > 0, "eval.batch_size", "must be > 0")
         _check(self.max_batches >= 0, "eval.max_batches", "must be >= 0 (0 = the whole split)")
         _check(self.num_samples >= 0, "eval.num_samples", "must be >= 0")

@@ -238,13 +238,14 @@ def evaluate_run(run_dir: Path, *, checkpoint: str = "best", cfg: EvalConfig | N
 
     Returns the report dict (`val_loss`, `val_ppl`, `val_bpb`, `unigram`, `data`, ...). Prints
     nothing. Without token shards but with `data`, only the file is evaluated."""
-    from lmforge.checkpoint import load_for_inference
+    from lmforge.checkpoint import check_tokens, load_for_inference
     from lmforge.eval.report import write_report
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise LmforgeError(f"run directory {run_dir} does not exist")
     model, tokenizer, info = load_for_inference(run_dir, checkpoint, device or _default_device())
+    check_tokens(info, run_dir / "tokens")  # trained on these shards, or the val split may hold train docs
     warnings: list[str] = []
     run_cfg = run_config(run_dir, info, warnings)
     cfg = cfg or (run_cfg.eval if run_cfg is not None else EvalConfig())

@@ -28,7 +28,9 @@ past it in transformers, but were never trained there).
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -160,17 +162,76 @@ def _tokenizer_files(tokenizer, block_size: int) -> dict[str, str]:
             "special_tokens_map.json": json.dumps(specials, indent=2)}
 
 
-def export_model(model, tokenizer, out_dir: Path, *, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write config.json, generation_config.json, model.safetensors and the tokenizer files into
-    `out_dir` (built in `out_dir.tmp`, then renamed, so a crash never leaves a half folder)."""
-    from safetensors.torch import save_file
+def check_out_dir(out_dir: Path, *, force: bool = False, run_dir: Path | None = None, owned: bool = False) -> None:
+    """Refuse an output folder that would destroy something: a file; a non-empty folder without
+    `force` (unless `owned`: lmforge's own RUN/export/hf); the run directory, a parent of it or one of
+    its stage folders (never, even with `force`); a parent of the working directory."""
+    out = Path(out_dir)
+    real = out.resolve()
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} is a file: pass a folder (created if missing) to write the export into")
+    if run_dir is not None:
+        run = Path(run_dir).resolve()
+        inside = real.is_relative_to(run) and real != run
+        top = real.relative_to(run).parts[0] if inside else None
+        if not inside and run.is_relative_to(real) or top is not None and top != "export" and (run / top).exists():
+            raise ExportError(f"--out {out} is the run directory {run_dir}, a folder above it or one of its own "
+                              f"folders: the export would replace the run; pass a new folder (default "
+                              f"{Path(run_dir) / 'export' / 'hf'})")
+    if Path.cwd().resolve().is_relative_to(real) or real == Path(real.anchor):
+        raise ExportError(f"--out {out} holds the current directory: pass a new folder for the export")
+    if out.is_dir() and any(out.iterdir()) and not (force or owned):
+        raise ExportError(f"--out {out} is not empty: pass --force to replace its contents with the export, or a "
+                          f"new or empty folder")
 
+
+def _temp_beside(out_dir: Path) -> Path:
+    """A new, uniquely named temp folder next to `out_dir` (same file system, so the final rename is
+    atomic). Only this folder is ever removed on failure, never a `<out>.tmp` someone else made."""
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    except OSError as e:
+        raise ExportError(f"cannot write the export to {out_dir}: {e.strerror} ({e.filename or out_dir.parent})"
+                          ) from None
+
+
+def _swap_in(tmp: Path, out_dir: Path) -> None:
+    """Move the finished export to `out_dir`, replacing an existing folder (already checked)."""
+    if out_dir.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        os.replace(out_dir, old / out_dir.name)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
+
+
+def export_model(model, tokenizer, out_dir: Path, *, extra: dict[str, Any] | None = None, force: bool = False,
+                 run_dir: Path | None = None, owned: bool = False) -> dict[str, Any]:
+    """Write config.json, generation_config.json, model.safetensors and the tokenizer files into
+    `out_dir` (built in a new temp folder beside it, then renamed, so a crash never leaves a half
+    folder). See `check_out_dir` for what is refused (`force`, `run_dir`, `owned`)."""
     out_dir = Path(out_dir)
+    check_out_dir(out_dir, force=force, run_dir=run_dir, owned=owned)
     config = hf_config(model.cfg, tokenizer)
     weights = hf_state_dict(model)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = _temp_beside(out_dir)
+    try:
+        summary = _write_files(model, tokenizer, weights, config, tmp, out_dir, extra)
+        _swap_in(tmp, out_dir)
+    except OSError as e:
+        raise ExportError(f"cannot write the export to {out_dir}: {e.strerror} ({e.filename or tmp}); nothing was "
+                          f"left behind") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return summary
+
+
+def _write_files(model, tokenizer, weights: dict, config: dict, tmp: Path, out_dir: Path,
+                 extra: dict[str, Any] | None) -> dict[str, Any]:
+    from safetensors.torch import save_file
+
     save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     gen = {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id, "pad_token_id": tokenizer.pad_id}
@@ -180,15 +241,13 @@ def export_model(model, tokenizer, out_dir: Path, *, extra: dict[str, Any] | Non
     summary = {"out": str(out_dir), "architecture": config["architectures"][0], "params": model.num_params(),
                "files": sorted(p.name for p in tmp.iterdir()), **(extra or {})}
     (tmp / "lmforge_export.json").write_text(json.dumps(summary, indent=2) + "\n")
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
     return summary
 
 
 def export_run(run_dir: Path, out_dir: Path | None = None, *, checkpoint: str = "best",
-               fmt: str = "hf") -> dict[str, Any]:
-    """Export RUN_DIR's checkpoint; `out_dir` defaults to RUN_DIR/export/hf."""
+               fmt: str = "hf", force: bool = False) -> dict[str, Any]:
+    """Export RUN_DIR's checkpoint; `out_dir` defaults to RUN_DIR/export/hf (replaced on a re-export).
+    A non-empty `out_dir` needs `force`; the run directory itself is never accepted."""
     from lmforge.checkpoint import load_for_inference
 
     if fmt != "hf":
@@ -200,7 +259,9 @@ def export_run(run_dir: Path, out_dir: Path | None = None, *, checkpoint: str = 
     if tokenizer is None:
         raise LmforgeError(f"{run_dir}/tokenizer is missing: the export needs the run's tokenizer")
     target_architecture(model.cfg)  # refuse before writing anything
-    out = Path(out_dir) if out_dir is not None else run_dir / "export" / "hf"
+    default = run_dir / "export" / "hf"
+    out = Path(out_dir) if out_dir is not None else default
     step = info.get("step") if isinstance(info, dict) else None
     return export_model(model, tokenizer, out, extra={"run_dir": str(run_dir), "checkpoint": checkpoint,
-                                                      "step": step})
+                                                      "step": step},
+                        force=force, run_dir=run_dir, owned=out.resolve() == default.resolve())

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmforge.validate import check as _check
+from lmforge.validate import finite as _finite
 
 
 @dataclass(kw_only=True)
@@ -44,6 +45,7 @@ class ModelConfig:
     training; forward only on CPU) or `dense` (SDPA with a (B, 1, T, T) mask: the reference)."""
 
     def __post_init__(self) -> None:
+        _finite(self, "model")
         _check(self.n_layer > 0, "model.n_layer", "must be > 0")
         _check(self.n_head > 0, "model.n_head", "must be > 0")
         _check(self.n_embd % self.n_head == 0, "model.n_embd", f"must be divisible by model.n_head ({self.n_head})")
@@ -59,3 +61,7 @@ class ModelConfig:
         _check(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
         _check(self.attention in ("auto", "sdpa", "flex", "dense"), "model.attention",
                f"must be auto, sdpa, flex or dense, got {self.attention!r}")
+        _check(self.rope_theta > 0, "model.rope_theta",
+               f"must be > 0 (the RoPE base, e.g. 10000), got {self.rope_theta}")
+        _check(self.init_std >= 0, "model.init_std", f"must be >= 0 (e.g. 0.02), got {self.init_std}")
+        _check(self.norm_eps > 0, "model.norm_eps", f"must be > 0 (e.g. 1e-5), got {self.norm_eps}")

@@ -6,6 +6,8 @@ cli.py calls `register(subparsers)`; each parser sets `func(args) -> int` as its
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import sys
 from pathlib import Path
 
 from lmforge.errors import LmforgeError
@@ -16,9 +18,26 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise LmforgeError(f"--port must be in 1..65535, got {args.port}")
+    if not _loopback(args.host):
+        what = (f"--host {args.host} makes the dashboard reachable from other machines, and it has no "
+                f"authentication: anyone who can reach port {args.port} can read your runs' metrics, configs "
+                f"and samples")
+        if not getattr(args, "allow_remote", False):
+            raise LmforgeError(f"{what}. Pass --allow-remote if that is what you want (or use an SSH tunnel to "
+                               f"127.0.0.1)")
+        print(f"lmforge dashboard: warning: {what}", file=sys.stderr, flush=True)
     allowed = default_allowed_hosts(args.host) + list(args.allow_host or [])
     serve(Path(args.runs_dir), host=args.host, port=args.port, allowed_hosts=allowed)
     return 0
+
+
+def _loopback(host: str) -> bool:
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -53,6 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="folder holding run directories, or one run (default: runs)")
     d.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it to your network)")
+    d.add_argument("--allow-remote", action="store_true",
+                   help="allow a --host other than loopback (the dashboard has no authentication)")
     d.add_argument("--port", type=int, default=8765, help="TCP port (default 8765)")
     d.add_argument("--allow-host", action="append", metavar="NAME",
                    help="extra Host header to accept (e.g. a name you reach the machine by); repeatable")

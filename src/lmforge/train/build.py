@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import fnmatch
 import functools
-import hashlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -21,13 +20,14 @@ import torch.nn as nn
 
 from lmforge import checkpoint as ck
 from lmforge.errors import ConfigError, LmforgeError
+from lmforge.io import free_bytes, human_bytes, out_of_space
 from lmforge.model import GPT
 from lmforge.monitor.logger import RunLogger
 from lmforge.train.callbacks import AnomalyCallback, CheckpointCallback, EvalCallback, LogCallback
 from lmforge.train.callbacks.base import Callback
 from lmforge.train.callbacks.extra import EarlyStopCallback, LayerStatsCallback, SampleCallback
 from lmforge.train.config import TrainConfig
-from lmforge.train.distributed import DistInfo, init_distributed
+from lmforge.train.distributed import DistInfo, barrier, init_distributed, lost_peer, restarted
 from lmforge.train.lock import RunLock
 from lmforge.train.optim import build_optimizer
 from lmforge.train.rng import seed_all
@@ -46,6 +46,11 @@ GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12
 
 
 def resolve_device(name: str, dist_info: DistInfo | None = None) -> torch.device:
+    try:
+        torch.device(name if name != "auto" else "cpu")
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"config key 'train.device': unknown device {name!r}; "
+                          f"use auto, cpu, cuda or cuda:N") from None
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
@@ -115,8 +120,7 @@ def with_micro_batch(cfg: Config, device: torch.device, dist_info: DistInfo) -> 
 
 
 def data_fingerprint(tokens_dir: Path) -> str:
-    man = tokens_dir / "manifest.json"
-    return hashlib.sha256(man.read_bytes()).hexdigest()[:16] if man.is_file() else "none"
+    return ck.tokens_fingerprint(tokens_dir)
 
 
 def open_loaders(cfg: Config, run_dir: Path, dist_info: DistInfo, fingerprint: str | None) -> tuple[Any, Any]:
@@ -190,8 +194,11 @@ def build_trainer(cfg: Config, run_dir: Path, *, resume: str | None = None) -> t
     from lmforge.tokenizer import load_tokenizer
 
     probe = resolve_device(cfg.train.device)
-    dist_info = init_distributed(probe.type)
+    dist_info = init_distributed(probe.type, timeout=cfg.train.collective_timeout)
     device = resolve_device(cfg.train.device, dist_info)
+    if resume is None and restarted():  # torchrun restarted the group after a lost rank: continue
+        log.warning("torchrun restart %d: resuming from the latest checkpoint", restarted())
+        resume = "auto"
     lock = RunLock(run_dir).acquire() if dist_info.is_main else None
     try:
         tok = load_tokenizer(run_dir / "tokenizer")
@@ -202,6 +209,7 @@ def build_trainer(cfg: Config, run_dir: Path, *, resume: str | None = None) -> t
         trainer = assemble(cfg, run_dir, device, dist_info, train_loader, make_val,
                            data_fingerprint(run_dir / "tokens"), callbacks=default_callbacks(
                                cfg.train, tok, cfg.monitor))
+        trainer.tokenizer_fingerprint = tok.fingerprint  # recorded in every checkpoint's manifest
         start_or_resume(trainer, resume)
     except BaseException:
         if lock is not None:
@@ -278,6 +286,11 @@ def start_or_resume(trainer: Trainer, resume: str | None) -> Path | None:
     trainer.restore(path)
     if trainer.rank == 0:
         trainer.writer.log("event", trainer.state.step, what="resume", checkpoint=str(path))
+        aside, moved = ck.start_branch(root, path)  # older than others on disk: a new branch
+        if moved:
+            trainer.writer.log("event", trainer.state.step, event="branch", from_checkpoint=str(path), moved=moved,
+                               moved_to=str(aside))
+    barrier()  # every rank sees the same checkpoints before the first save
     return path
 
 
@@ -299,6 +312,20 @@ def train(cfg: Config, run_dir: Path, *, resume: str | None = None,
         summary = trainer.fit()
         status = "interrupted" if trainer.stop_requested in ("SIGTERM", "SIGINT") else "finished"
         return summary
+    except RuntimeError as e:
+        if not lost_peer(e):
+            raise
+        raise LmforgeError(
+            f"rank {trainer.rank}: a collective operation failed at step {trainer.state.step + 1}: another rank hung "
+            f"(no answer within train.collective_timeout={cfg.train.collective_timeout:g} s) or died; see that "
+            f"rank's log ({str(e).splitlines()[0][:160]}). The last complete checkpoint ({trainer.last_ckpt}) is "
+            f"intact: under torchrun --max-restarts=N the group restarts and resumes from it") from None
+    except OSError as e:
+        if not out_of_space(e):
+            raise
+        raise LmforgeError(f"out of disk space at step {trainer.state.step} writing {e.filename or run_dir}: "
+                           f"{human_bytes(free_bytes(run_dir))} free. The last complete checkpoint "
+                           f"({trainer.last_ckpt}) is intact: free space, then resume with --resume auto") from None
     except KeyboardInterrupt:
         status = "interrupted"
         raise
@@ -316,4 +343,7 @@ def train(cfg: Config, run_dir: Path, *, resume: str | None = None,
 
 
 def _close_writer(writer: Any, status: str, summary: dict[str, Any]) -> None:
-    writer.close(status, **summary)  # RunLogger: end event, TensorBoard, plots
+    try:
+        writer.close(status, **summary)  # RunLogger: end event, TensorBoard, plots
+    except OSError as e:  # e.g. a full disk: the error that stopped training is the one to report
+        log.warning("the run's end event was not written: %s", e)

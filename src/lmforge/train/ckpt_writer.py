@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 
 from lmforge import checkpoint as ck
+from lmforge.io import free_bytes, human_bytes, out_of_space
 
 
 def cpu_copy(obj: Any) -> Any:
@@ -179,6 +180,17 @@ class CheckpointWriter:
             self._error = e
 
     def _write(self, job: _Job) -> None:
+        try:
+            self._write_job(job)
+        except OSError as e:
+            if not out_of_space(e):
+                raise
+            raise ck.CheckpointError(
+                f"out of disk space in {self.root} while saving step {job.step} ({e.filename or 'a pointer'}): "
+                f"{human_bytes(free_bytes(self.root))} free. The last complete checkpoint is intact: free space, "
+                f"then resume with --resume auto") from None
+
+    def _write_job(self, job: _Job) -> None:
         t0 = time.perf_counter()
         ref, nbytes = job.frozen_ref, 0
         if job.frozen_names and ref is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lmforge.validate import check as _check
+from lmforge.validate import finite as _finite
 
 
 @dataclass(kw_only=True)
@@ -122,12 +123,17 @@ class TrainConfig:
     distributed: str = "ddp"
     """Under torchrun (WORLD_SIZE > 1): `ddp` (replicate) or `fsdp` (FSDP2 fully_shard: shard
     parameters, gradients and optimiser state)."""
+    collective_timeout: float = 1800.0
+    """Under torchrun: seconds a collective (gradient all-reduce, barrier) waits for the other ranks
+    before failing with a message; a rank that hung or died then ends the run instead of blocking it
+    forever (PyTorch's default is 30 minutes)."""
     seed: int = 1337
     """Seed of the weights' initialisation, dropout and the data order."""
     progress: bool = True
     """Show a progress bar."""
 
     def __post_init__(self) -> None:
+        _finite(self, "train")
         _check(self.batch_size > 0, "train.batch_size", "must be > 0")
         _check(self.grad_accum > 0, "train.grad_accum", "must be > 0")
         _check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
@@ -173,5 +179,7 @@ class TrainConfig:
         _check(self.light_ckpt_every >= 0, "train.light_ckpt_every", f"must be >= 0, got {self.light_ckpt_every}")
         _check(self.light_keep_last >= 1, "train.light_keep_last", f"must be >= 1, got {self.light_keep_last}")
         _check(self.log_every > 0, "train.log_every", "must be > 0")
+        _check(self.collective_timeout > 0, "train.collective_timeout", f"must be > 0 seconds, got "
+               f"{self.collective_timeout}")
         _check(self.precision in ("auto", "fp32", "bf16", "fp16"), "train.precision",
                f"must be auto, fp32, bf16 or fp16, got {self.precision!r}")

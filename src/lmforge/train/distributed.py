@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 import os
+import signal
+import time
 from dataclasses import dataclass
 
 import torch
@@ -20,10 +23,12 @@ class DistInfo:
         return self.rank == 0
 
 
-def init_distributed(device_type: str) -> DistInfo:
+def init_distributed(device_type: str, timeout: float | None = None) -> DistInfo:
     """Join the process group that `torchrun` describes in the environment (WORLD_SIZE > 1).
 
     nccl on CUDA, gloo on CPU. A single process (no WORLD_SIZE) gets rank 0 of 1 and no group.
+    timeout: seconds a collective waits for the other ranks (`train.collective_timeout`); a rank
+    that hung or died then makes the others fail with a message instead of waiting forever.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -33,8 +38,39 @@ def init_distributed(device_type: str) -> DistInfo:
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
             torch.cuda.set_device(local)
-        dist.init_process_group(backend=backend)
+        kw = {"timeout": datetime.timedelta(seconds=timeout)} if timeout else {}
+        dist.init_process_group(backend=backend, **kw)
     return DistInfo(rank=rank, world_size=world, local_rank=local)
+
+
+def restarted() -> int:
+    """How many times torchrun (`--max-restarts`) restarted this worker group (0 on the first run)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+
+
+def lost_peer(e: BaseException) -> bool:
+    """A collective failed because another rank hung (timeout) or died (connection closed)."""
+    text = str(e).lower()
+    return dist.is_available() and dist.is_initialized() and any(
+        k in text for k in ("timed out", "timeout", "connection closed", "connection reset", "broken pipe"))
+
+
+FAULT_ENV = "LMFORGE_TEST_FAULT"
+"""Test-only fault injection: `kill:RANK:STEP` (SIGKILL that rank before optimiser step STEP) or
+`hang:RANK:STEP` (that rank sleeps forever there); only in the first run of a torchrun group."""
+
+
+def inject_fault(rank: int, step: int) -> None:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec or restarted():
+        return
+    what, r, s = spec.split(":")
+    if int(r) != rank or int(s) != step:
+        return
+    if what == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    while what == "hang":
+        time.sleep(3600)
 
 
 def barrier() -> None:

@@ -26,7 +26,7 @@ from lmforge import checkpoint as ck
 from lmforge.errors import LmforgeError
 from lmforge.train.callbacks.base import Callback
 from lmforge.train.ckpt_writer import CheckpointWriter
-from lmforge.train.distributed import all_reduce_max, all_reduce_sum, barrier
+from lmforge.train.distributed import all_reduce_max, all_reduce_sum, barrier, inject_fault
 from lmforge.train.optim import lr_at, set_lr
 from lmforge.train.rng import get_rng_state, set_rng_state
 from lmforge.train.state_io import gather_for_save, load_model_and_optimizer
@@ -81,6 +81,8 @@ class Trainer:
         self.stop_reason: str | None = None
         self.stop_requested: str | None = None
         self.last_ckpt: Path | None = None
+        self.tokenizer_fingerprint: str | None = None
+        """Fingerprint of the tokenizer the token shards were made with (set by build_trainer)."""
         self._it = iter(train_loader)
         self._t_start = time.time()
         self.clock = 0.0
@@ -160,6 +162,7 @@ class Trainer:
         return self.summary()
 
     def run_one_step(self) -> StepResult:
+        inject_fault(self.rank, self.state.step + 1)  # no-op unless a test sets LMFORGE_TEST_FAULT
         set_lr(self.optimizer, self.lr())
         batches = [self.next_batch() for _ in range(self.cfg.train.grad_accum)]
         self.model.train()
@@ -224,7 +227,8 @@ class Trainer:
             rng_all = [rng]
         callbacks = {cb.name: st for cb in self.callbacks if (st := cb.state_dict()) is not None}
         return {**asdict(self.state), "loader": self.train_loader.state_dict(), "rng": rng_all, "callbacks": callbacks,
-                "config": to_dict(self.cfg), "data_fingerprint": self.data_fingerprint,
+                "config": to_dict(self.cfg),
+                "data_fingerprint": self.data_fingerprint, "tokenizer_fingerprint": self.tokenizer_fingerprint,
                 "world_size": self.world_size, "tokens_per_step": self.tokens_per_step,
                 "torch": torch.__version__, "time": time.time()}
 
@@ -254,7 +258,8 @@ class Trainer:
     def restore(self, path: Path, *, keep_loader: bool = False) -> None:
         """Load weights, optimiser, scaler, RNG and loader position from a verified checkpoint."""
         state = ck.read_state(path)
-        if state.get("data_fingerprint") != self.data_fingerprint:
+        if state.get("data_fingerprint") != self.data_fingerprint and not ck.same_tokens(
+                state.get("data_fingerprint"), self.run_dir / "tokens"):
             raise ck.CheckpointError(f"checkpoint {path} was trained on other data (fingerprint "
                                      f"{state.get('data_fingerprint')} vs {self.data_fingerprint}); "
                                      f"use a new run directory or restore the original tokens/")
@@ -293,7 +298,7 @@ class Trainer:
 
     def summary(self) -> dict[str, Any]:
         s = self.state
-        best = ck.read_pointer(self.ckpt_root, "best")
+        best = ck._safe_pointer(self.ckpt_root, "best")
         return {"step": s.step, "tokens_seen": s.tokens_seen, "train_loss": s.last_loss, "val_loss": s.val_loss,
                 "best_val_loss": s.best_val_loss, "bad_steps": s.bad_steps, "stopped_by": self.stop_reason,
                 "checkpoint": str(self.last_ckpt) if self.last_ckpt else None,

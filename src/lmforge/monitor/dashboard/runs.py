@@ -17,6 +17,7 @@ Run status (shown in the run list), first rule that applies:
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import socket
@@ -86,6 +87,18 @@ def _finished(run: Path, s: RunSummary, mtime: float) -> bool:
 
 
 
+def _finite_json(v: Any) -> Any:
+    """NaN/Inf (which Python's json reads from `NaN`, `Infinity` or `1e400`) as the metrics writer
+    writes them: strings `nan`, `inf`, `-inf`; a JSON response cannot hold them as numbers."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if isinstance(v, dict):
+        return {k: _finite_json(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_finite_json(x) for x in v]
+    return v
+
+
 def read_chunk(path: Path, offset: int, limit: int = CHUNK_BYTES) -> tuple[list[dict[str, Any]], int, bool, bool]:
     """Complete lines of `path` from byte `offset`: (events, new offset, more to read, reset).
 
@@ -112,7 +125,7 @@ def read_chunk(path: Path, offset: int, limit: int = CHUNK_BYTES) -> tuple[list[
         except (json.JSONDecodeError, UnicodeDecodeError):
             continue
         if isinstance(ev, dict):
-            events.append(ev)
+            events.append(_finite_json(ev))
     new = offset + end
     return events, new, new < size and end > 0, reset
 
@@ -182,11 +195,23 @@ class RunStore:
         if not NAME_RE.match(name):
             return None
         if (self.root / "metrics.jsonl").is_file():
-            return self.root if name == self.root.name else None
-        p = (self.root / name).resolve()
-        if p.parent != self.root or not (p / "metrics.jsonl").is_file():
+            p = self.root if name == self.root.name else None
+        else:
+            p = (self.root / name).resolve()
+            if p.parent != self.root:
+                return None
+        if p is None or self.file(p, "metrics.jsonl") is None:
             return None
         return p
+
+    def file(self, run: Path, rel: str) -> Path | None:
+        """RUN/rel when it is a regular file whose real path (symlinks resolved) lies inside the
+        runs directory; None otherwise: a link inside a run never exposes a file elsewhere."""
+        try:
+            p = (run / rel).resolve(strict=True)
+        except (OSError, RuntimeError):  # missing, dangling or looping link
+            return None
+        return p if p.is_file() and p.is_relative_to(self.root) else None
 
     def summary(self, name: str) -> dict[str, Any] | None:
         run = self.path(name)
@@ -211,8 +236,8 @@ class RunStore:
         out = {k: v for k, v in s.__dict__.items() if k not in ("lifecycle", "offset")}
         out.update(name=name, status=self.status(run, s, mtime), error=s.lifecycle.get("error"),
                    elapsed=(s.last_time - s.first_time) if s.first_time is not None else None,
-                   has_eval=(run / "eval" / "report.json").is_file(),
-                   has_data=(run / "data" / "report.json").is_file(), mtime=mtime)
+                   has_eval=self.file(run, "eval/report.json") is not None,
+                   has_data=self.file(run, "data/report.json") is not None, mtime=mtime)
         return out
 
     def status(self, run: Path, s: RunSummary, mtime: float) -> str:
@@ -236,7 +261,9 @@ class RunStore:
         run = self.path(name)
         if run is None or which not in ("eval", "data"):
             return None
-        p = run / which / "report.json"
+        p = self.file(run, f"{which}/report.json")
+        if p is None:
+            return None
         try:
             return json.loads(p.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError, UnicodeDecodeError):
@@ -246,9 +273,10 @@ class RunStore:
         """The first `limit` records of RUN/eval/samples.jsonl."""
         run = self.path(name)
         out: list[dict[str, Any]] = []
-        if run is None or not (run / "eval" / "samples.jsonl").is_file():
+        path = self.file(run, "eval/samples.jsonl") if run is not None else None
+        if path is None:
             return out
-        with open(run / "eval" / "samples.jsonl", encoding="utf-8", errors="replace") as f:
+        with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
                 try:
                     rec = json.loads(line)

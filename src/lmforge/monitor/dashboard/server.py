@@ -157,9 +157,10 @@ def create_app(runs_dir: str | Path, *, allowed_hosts: list[str] | None = None) 
     async def config(request: Request) -> Response:
         name = request.path_params["name"]
         run = store.path(name)
-        if run is None or not (run / "config.yaml").is_file():
+        path = store.file(run, "config.yaml") if run is not None else None
+        if path is None:
             return not_found(f"config.yaml of {name!r}")
-        text = (run / "config.yaml").read_text(encoding="utf-8", errors="replace")
+        text = path.read_text(encoding="utf-8", errors="replace")
         return Response(text, media_type="text/plain; charset=utf-8")
 
     async def samples(request: Request) -> Response:

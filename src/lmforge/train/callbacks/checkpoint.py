@@ -29,7 +29,8 @@ def light_state(trainer: Trainer) -> dict[str, Any]:
     from lmforge.configtools import to_dict
 
     return {**dataclasses.asdict(trainer.state), "train_time": trainer.elapsed(), "config": to_dict(trainer.cfg),
-            "data_fingerprint": trainer.data_fingerprint, "world_size": trainer.world_size,
+            "data_fingerprint": trainer.data_fingerprint,
+            "tokenizer_fingerprint": trainer.tokenizer_fingerprint, "world_size": trainer.world_size,
             "tokens_per_step": trainer.tokens_per_step, "torch": torch.__version__, "time": time.time()}
 
 
