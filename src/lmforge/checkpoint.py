@@ -157,6 +157,8 @@ def write_checkpoint(root: Path, step: int, *, model_state: nn.Module | None, op
         "files": {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size} for n in files}}
     if frozen:
         manifest["frozen"] = frozen
+    if state.get("init_from"):  # train.init_from: the weights this run started from
+        manifest["init_from"] = state["init_from"]
     atomic_write_json(tmp / MANIFEST, manifest)  # last: its presence means "complete"
     fsync_dir(tmp)
     if final.exists():  # re-reaching a step after a rollback or resume: replace the old copy

@@ -11,6 +11,7 @@ over (see `lmforge.train.trainer`).
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import sys
@@ -71,12 +72,25 @@ def _reference_fingerprint(cfg: Config) -> Any:
         return {"missing": str(ppl.model)}
 
 
+def _tokenizer_source(cfg: Config) -> Any:
+    """A pretrained tokenizer's content: an edited source reruns the tokenizer stage and what follows."""
+    if cfg.tokenizer.kind != "pretrained" or not cfg.tokenizer.path:
+        return None
+    from lmforge.tokenizer.pretrained import source_identity
+
+    try:
+        return source_identity(cfg.tokenizer.path)
+    except LmforgeError:  # missing: the tokenizer stage names the problem if it has to run
+        return {"missing": str(cfg.tokenizer.path)}
+
+
 def _stage_fingerprints(cfg: Config) -> dict[str, str]:
     fps: dict[str, str] = {}
     fps["data"] = fingerprint(cfg.data, _input_fingerprint(cfg.data.inputs), _reference_fingerprint(cfg))
-    fps["tokenizer"] = fingerprint(cfg.tokenizer, fps["data"])
-    fps["tokenize"] = fingerprint(cfg.tokens, fps["tokenizer"])
-    fps["train"] = fingerprint(cfg.model, cfg.train, fps["tokenize"])
+    fps["tokenizer"] = fingerprint(cfg.tokenizer, fps["data"], _tokenizer_source(cfg))
+    # tokens.mix only steers the loader: changing the weights retrains, it does not re-tokenize
+    fps["tokenize"] = fingerprint(dataclasses.replace(cfg.tokens, mix={}), fps["tokenizer"])
+    fps["train"] = fingerprint(cfg.model, cfg.train, cfg.tokens.mix, fps["tokenize"])
     return fps
 
 

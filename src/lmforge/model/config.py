@@ -33,6 +33,10 @@ class ModelConfig:
     pos_emb: str = "rope"
     """`rope` or `learned`."""
     rope_theta: float = 10000.0
+    rope_scaling: dict | None = None
+    """RoPE frequency scaling as in HF `rope_parameters`: `{rope_type: linear, factor: F}` or `{rope_type:
+    llama3, factor, low_freq_factor, high_freq_factor, original_max_position_embeddings}`; None = plain RoPE.
+    Set by `train.init_from` from a Hugging Face checkpoint (see `lmforge.model.rope`)."""
     qk_norm: bool = False
     tie_embeddings: bool = True
     bias: bool = False
@@ -53,3 +57,10 @@ class ModelConfig:
         _check(self.norm in ("rmsnorm", "layernorm"), "model.norm", f"must be rmsnorm or layernorm, got {self.norm!r}")
         _check(self.pos_emb in ("rope", "learned"), "model.pos_emb", f"must be rope or learned, got {self.pos_emb!r}")
         _check(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+        if self.rope_scaling is not None:
+            from lmforge.model.rope import scaling_problem
+
+            _check(isinstance(self.rope_scaling, dict), "model.rope_scaling",
+                   "must be a mapping (rope_type, factor, ...) or null")
+            problem = scaling_problem(self.rope_scaling)
+            _check(problem is None, "model.rope_scaling", str(problem))
