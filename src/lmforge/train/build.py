@@ -208,7 +208,9 @@ def build_trainer(cfg: Config, run_dir: Path, *, resume: str | None = None) -> t
                            data_fingerprint(run_dir / "tokens"), callbacks=default_callbacks(cfg.train, tok))
         resumed = start_or_resume(trainer, resume)
         if trainer.init_source is not None and resumed is None and dist_info.is_main:
-            trainer.writer.log("event", 0, event="init_from", **trainer.init_source)
+            src = trainer.init_source
+            trainer.writer.log("event", 0, event="init_from", path=src["path"], source_kind=src["kind"],
+                               architecture=src["architecture"], weights_sha256=src["weights_sha256"])
     except BaseException:
         if lock is not None:
             lock.release()

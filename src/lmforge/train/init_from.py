@@ -131,12 +131,16 @@ def check_vocab(src: dict[str, Any], tokenizer: Any, vocab_rows: int) -> None:
                            "(tokenizer.kind: pretrained, tokenizer.path empty)")
     if src.get("tokenizer") is None:
         return
-    from lmforge.tokenizer.core import load_tokenizer
+    from tokenizers import Tokenizer as HFTokenizer
 
-    theirs = load_tokenizer(src["tokenizer"])
-    if theirs.fingerprint == tokenizer.fingerprint:
+    from lmforge.tokenizer.core import fingerprint_bytes
+    from lmforge.tokenizer.pretrained import tokenizer_file
+
+    data = tokenizer_file(src["tokenizer"]).read_bytes()
+    if fingerprint_bytes(data) == tokenizer.fingerprint:
         return
-    mine_v, their_v = tokenizer.hf.get_vocab(with_added_tokens=True), theirs.hf.get_vocab(with_added_tokens=True)
+    theirs = HFTokenizer.from_str(data.decode("utf-8"))
+    mine_v, their_v = tokenizer.hf.get_vocab(with_added_tokens=True), theirs.get_vocab(with_added_tokens=True)
     diff = sorted((t for t in set(mine_v) | set(their_v) if mine_v.get(t) != their_v.get(t)),
                   key=lambda t: min(mine_v.get(t, 1 << 62), their_v.get(t, 1 << 62)))
     if diff:
@@ -167,6 +171,9 @@ def load_init_weights(model: nn.Module, cfg: Any, tokenizer: Any = None) -> dict
     if src["kind"] == "lmforge":
         ck.verify_checkpoint(Path(src["path"]))
     sd = _source_state_dict(src, cfg)
+    if cfg.model.tie_embeddings and "lm_head.weight" in sd:  # one tensor under either name (safetensors dedup)
+        sd.setdefault("wte.weight", sd["lm_head.weight"])
+        sd.pop("lm_head.weight")
     if "wpe.weight" in sd and sd["wpe.weight"].shape[0] > cfg.model.block_size:  # a shorter training context
         sd["wpe.weight"] = sd["wpe.weight"][: cfg.model.block_size]
     own = model.state_dict()
