@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lmforge.config import Config, dump_config, fingerprint
+from lmforge.config import Config, dump_config, fingerprint, to_dict
 from lmforge.errors import LmforgeError
 from lmforge.io import atomic_write_text, is_complete, read_marker, reset_dir, write_marker
 
@@ -187,6 +187,10 @@ def run_all(cfg: Config, run_dir: Path, *, samples: bool = True) -> dict[str, An
 
     _say("eval: running → " + str(run_dir / "eval"))
     report = evaluate_run(run_dir, checkpoint="best", cfg=cfg.eval)
+    if cfg.monitor.trackers:  # the eval report and samples join the training run in W&B / MLflow / trackio
+        from lmforge.monitor.trackers import log_eval
+
+        log_eval(run_dir, cfg.monitor, to_dict(cfg))
     result: dict[str, Any] = {"run_dir": str(run_dir), "train": summary, "eval": report}
     if samples:
         result["samples"] = sample_texts(cfg, run_dir)
