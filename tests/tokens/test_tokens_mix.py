@@ -69,7 +69,7 @@ def test_shares_within_one_percent_over_10k_sequences(tokens):
         assert abs(shares[key] - w) < 0.01, shares
     m = loader.mix_metrics()
     assert m["mix/data/code/*/tokens"] == counts["data/code/c.py"] * T
-    assert m["mix/data/code/*/epoch"] > 1.0 > m["mix/data/web/a.jsonl/epoch"] * 0  # the small source repeated
+    assert m["mix/data/code/*/epoch"] > 10 * m["mix/data/web/a.jsonl/epoch"] > 10  # the small source repeats most
     assert m["mix/data/code/*/epoch"] == pytest.approx(counts["data/code/c.py"] / loader.groups[2].num_windows)
 
 
