@@ -230,6 +230,8 @@ def _write_tmp(tmp: Path, step: int, kind: str, model_state: nn.Module | None, o
     prints = {"tokenizer": state.get("tokenizer_fingerprint"), "tokens": state.get("data_fingerprint")}
     if any(prints.values()):
         manifest["fingerprints"] = prints
+    if state.get("init_from"):  # train.init_from: the weights this run started from
+        manifest["init_from"] = state["init_from"]
     atomic_write_json(tmp / MANIFEST, manifest)  # last: its presence means "complete"
     fsync_dir(tmp)
 

@@ -64,6 +64,11 @@ class Config:
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Build and validate a Config from a nested dict, applying the model preset."""
     data = dict(data or {})
+    train = data.get("train")
+    if isinstance(train, dict) and train.get("init_from"):  # the model section comes from the source
+        from lmforge.train.init_from import apply_init_from
+
+        data = apply_init_from(data)
     model = data.get("model")
     if isinstance(model, dict) and model.get("preset"):
         from lmforge.model.presets import get_preset

@@ -18,6 +18,7 @@ checkpoint and returns without the evaluation; the next `lmforge run` continues 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import glob
 import os
 import shutil
@@ -25,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lmforge.config import Config, dump_config, fingerprint
+from lmforge.config import Config, dump_config, fingerprint, to_dict
 from lmforge.errors import LmforgeError
 from lmforge.io import (
     atomic_write_text,
@@ -116,12 +117,25 @@ def _reference_fingerprint(cfg: Config) -> Any:
         return {"missing": str(ppl.model)}
 
 
+def _tokenizer_source(cfg: Config) -> Any:
+    """A pretrained tokenizer's content: an edited source reruns the tokenizer stage and what follows."""
+    if cfg.tokenizer.kind != "pretrained" or not cfg.tokenizer.path:
+        return None
+    from lmforge.tokenizer.pretrained import source_identity
+
+    try:
+        return source_identity(cfg.tokenizer.path)
+    except LmforgeError:  # missing: the tokenizer stage names the problem if it has to run
+        return {"missing": str(cfg.tokenizer.path)}
+
+
 def _stage_fingerprints(cfg: Config) -> dict[str, str]:
     fps: dict[str, str] = {}
     fps["data"] = fingerprint(cfg.data, _input_fingerprint(cfg.data.inputs), _reference_fingerprint(cfg))
-    fps["tokenizer"] = fingerprint(cfg.tokenizer, fps["data"])
-    fps["tokenize"] = fingerprint(cfg.tokens, fps["tokenizer"])
-    fps["train"] = fingerprint(cfg.model, cfg.train, fps["tokenize"])
+    fps["tokenizer"] = fingerprint(cfg.tokenizer, fps["data"], _tokenizer_source(cfg))
+    # tokens.mix only steers the loader: changing the weights retrains, it does not re-tokenize
+    fps["tokenize"] = fingerprint(dataclasses.replace(cfg.tokens, mix={}), fps["tokenizer"])
+    fps["train"] = fingerprint(cfg.model, cfg.train, cfg.tokens.mix, fps["tokenize"])
     return fps
 
 
@@ -267,6 +281,10 @@ def _run_all(cfg: Config, run_dir: Path, *, samples: bool) -> dict[str, Any]:
 
     _say("eval: running → " + str(run_dir / "eval"))
     report = evaluate_run(run_dir, checkpoint="best", cfg=cfg.eval)
+    if cfg.monitor.trackers:  # the eval report and samples join the training run in W&B / MLflow / trackio
+        from lmforge.monitor.trackers import log_eval
+
+        log_eval(run_dir, cfg.monitor, to_dict(cfg))
     result: dict[str, Any] = {"run_dir": str(run_dir), "train": summary, "eval": report}
     if samples:
         result["samples"] = sample_texts(cfg, run_dir)

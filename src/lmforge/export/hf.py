@@ -88,7 +88,7 @@ def hf_config(cfg, tokenizer) -> dict[str, Any]:
            "num_attention_heads": cfg.n_head, "num_key_value_heads": cfg.n_kv_head or cfg.n_head,
            "head_dim": cfg.n_embd // cfg.n_head, "hidden_act": "silu", "max_position_embeddings": cfg.block_size,
            "rms_norm_eps": cfg.norm_eps, "rope_theta": cfg.rope_theta,
-           "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+           "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta, **(cfg.rope_scaling or {})},
            "attention_bias": cfg.bias, "attention_dropout": 0.0, "initializer_range": cfg.init_std, **common}
     if arch == "llama":
         out["mlp_bias"] = cfg.bias
@@ -97,65 +97,22 @@ def hf_config(cfg, tokenizer) -> dict[str, Any]:
     return out
 
 
-def _decoder_weights(model, sd: dict[str, torch.Tensor], arch: str) -> dict[str, torch.Tensor]:
-    cfg = model.cfg
-    hd, nh, nkv = cfg.n_embd // cfg.n_head, cfg.n_head, cfg.n_kv_head or cfg.n_head
-    out = {"model.embed_tokens.weight": sd["wte.weight"], "model.norm.weight": sd["ln_f.weight"]}
-    for i in range(cfg.n_layer):
-        src, dst = f"blocks.{i}.", f"model.layers.{i}."
-        for suffix in ("weight", "bias") if cfg.bias else ("weight",):
-            q, k, v = sd[f"{src}attn.c_attn.{suffix}"].split([nh * hd, nkv * hd, nkv * hd], dim=0)
-            gate, up = sd[f"{src}mlp.c_fc.{suffix}"].chunk(2, dim=0)
-            o = sd[f"{src}attn.c_proj.{suffix}"]
-            out.update({f"{dst}self_attn.q_proj.{suffix}": q, f"{dst}self_attn.k_proj.{suffix}": k,
-                        f"{dst}self_attn.v_proj.{suffix}": v, f"{dst}self_attn.o_proj.{suffix}": o,
-                        f"{dst}mlp.gate_proj.{suffix}": gate, f"{dst}mlp.up_proj.{suffix}": up,
-                        f"{dst}mlp.down_proj.{suffix}": sd[f"{src}mlp.c_proj.{suffix}"]})
-        out[f"{dst}input_layernorm.weight"] = sd[f"{src}ln_1.weight"]
-        out[f"{dst}post_attention_layernorm.weight"] = sd[f"{src}ln_2.weight"]
-        if arch == "qwen3":
-            out[f"{dst}self_attn.q_norm.weight"] = sd[f"{src}attn.q_norm.weight"]
-            out[f"{dst}self_attn.k_norm.weight"] = sd[f"{src}attn.k_norm.weight"]
-    return out
-
-
-def _gpt2_weights(model, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    cfg = model.cfg
-
-    def bias_of(name: str, n: int) -> torch.Tensor:  # GPT-2 always has biases: zeros are exact
-        return sd.get(name, torch.zeros(n, dtype=sd["wte.weight"].dtype))
-
-    out = {"transformer.wte.weight": sd["wte.weight"], "transformer.wpe.weight": sd["wpe.weight"]}
-    for i in range(cfg.n_layer):
-        src, dst = f"blocks.{i}.", f"transformer.h.{i}."
-        for ln_src, ln_dst in (("ln_1", "ln_1"), ("ln_2", "ln_2")):
-            out[f"{dst}{ln_dst}.weight"] = sd[f"{src}{ln_src}.weight"]
-            out[f"{dst}{ln_dst}.bias"] = bias_of(f"{src}{ln_src}.bias", cfg.n_embd)
-        for mod_src, mod_dst in (("attn.c_attn", "attn.c_attn"), ("attn.c_proj", "attn.c_proj"),
-                                 ("mlp.c_fc", "mlp.c_fc"), ("mlp.c_proj", "mlp.c_proj")):
-            w = sd[f"{src}{mod_src}.weight"]  # (out, in) -> Conv1D (in, out)
-            out[f"{dst}{mod_dst}.weight"] = w.t()
-            out[f"{dst}{mod_dst}.bias"] = bias_of(f"{src}{mod_src}.bias", w.size(0))
-    out["transformer.ln_f.weight"] = sd["ln_f.weight"]
-    out["transformer.ln_f.bias"] = bias_of("ln_f.bias", cfg.n_embd)
-    return out
-
-
 def hf_state_dict(model) -> dict[str, torch.Tensor]:
-    """Our weights under HF names (fp32, contiguous, no shared storage)."""
+    """Our weights under HF names (fp32, contiguous, no shared storage); the name table is shared
+    with the import (`lmforge.model.hf_map`)."""
+    from lmforge.model.hf_map import to_hf
+
     arch = target_architecture(model.cfg)
     sd = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
-    out = _gpt2_weights(model, sd) if arch == "gpt2" else _decoder_weights(model, sd, arch)
-    if not model.cfg.tie_embeddings:
-        out["lm_head.weight"] = sd["lm_head.weight"]
-    return {k: v.clone().contiguous() for k, v in out.items()}
+    return {k: v.clone().contiguous() for k, v in to_hf(sd, model.cfg, arch).items()}
 
 
 def _tokenizer_files(tokenizer, block_size: int) -> dict[str, str]:
     hf = getattr(tokenizer, "hf", None)
     if hf is None:
         raise ExportError("the tokenizer has no Hugging Face `tokenizers` object to export")
-    specials = {"bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>", "pad_token": "<pad>"}
+    roles = getattr(tokenizer, "role_tokens", None) or {}  # a pretrained tokenizer keeps its own spellings
+    specials = {f"{r}_token": roles.get(r, f"<{r}>") for r in ("bos", "eos", "unk", "pad")}
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": block_size,
               "add_bos_token": False, "add_eos_token": False, "clean_up_tokenization_spaces": False, **specials}
     return {"tokenizer.json": hf.to_str(), "tokenizer_config.json": json.dumps(config, indent=2),

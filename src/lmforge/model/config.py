@@ -34,6 +34,10 @@ class ModelConfig:
     pos_emb: str = "rope"
     """`rope` or `learned`."""
     rope_theta: float = 10000.0
+    rope_scaling: dict | None = None
+    """RoPE frequency scaling as in HF `rope_parameters`: `{rope_type: linear, factor: F}` or `{rope_type:
+    llama3, factor, low_freq_factor, high_freq_factor, original_max_position_embeddings}`; None = plain RoPE.
+    Set by `train.init_from` from a Hugging Face checkpoint (see `lmforge.model.rope`)."""
     qk_norm: bool = False
     tie_embeddings: bool = True
     bias: bool = False
@@ -65,3 +69,10 @@ class ModelConfig:
                f"must be > 0 (the RoPE base, e.g. 10000), got {self.rope_theta}")
         _check(self.init_std >= 0, "model.init_std", f"must be >= 0 (e.g. 0.02), got {self.init_std}")
         _check(self.norm_eps > 0, "model.norm_eps", f"must be > 0 (e.g. 1e-5), got {self.norm_eps}")
+        if self.rope_scaling is not None:
+            from lmforge.model.rope import scaling_problem
+
+            _check(isinstance(self.rope_scaling, dict), "model.rope_scaling",
+                   "must be a mapping (rope_type, factor, ...) or null")
+            problem = scaling_problem(self.rope_scaling)
+            _check(problem is None, "model.rope_scaling", str(problem))

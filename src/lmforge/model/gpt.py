@@ -23,6 +23,7 @@ from torch.utils.checkpoint import checkpoint
 
 from lmforge.model.attention import AttentionSpec, attend, attention_spec
 from lmforge.model.config import ModelConfig
+from lmforge.model.rope import rope_inv_freq
 
 
 def _norm(cfg: ModelConfig, dim: int) -> nn.Module:
@@ -70,9 +71,9 @@ class KVCache:
 
 
 class Rotary(nn.Module):
-    def __init__(self, head_dim: int, max_len: int, theta: float) -> None:
+    def __init__(self, head_dim: int, max_len: int, theta: float, scaling: dict | None = None) -> None:
         super().__init__()
-        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        inv_freq = rope_inv_freq(head_dim, theta, scaling)  # (hd/2,), HF's RoPE scalings included
         freqs = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)  # (L, hd/2)
         self.register_buffer("cos", freqs.cos(), persistent=False)
         self.register_buffer("sin", freqs.sin(), persistent=False)
@@ -170,7 +171,8 @@ class GPT(nn.Module):
         """Recompute each block in the backward pass (set by the trainer from train.grad_checkpointing)."""
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.pos_emb == "learned" else None
-        self.rope = Rotary(cfg.n_embd // cfg.n_head, cfg.block_size, cfg.rope_theta) if cfg.pos_emb == "rope" else None
+        self.rope = Rotary(cfg.n_embd // cfg.n_head, cfg.block_size, cfg.rope_theta,
+                           cfg.rope_scaling) if cfg.pos_emb == "rope" else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.ln_f = _norm(cfg, cfg.n_embd)

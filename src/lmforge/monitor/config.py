@@ -5,7 +5,7 @@ Loaded through `lmforge.config.load_config`; see that module for how keys are ch
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lmforge.validate import check as _check
 
@@ -56,6 +56,18 @@ class MonitorConfig:
     """Minimum RSS growth (MiB) across `leak_window` samples to call it a leak."""
     gpu_temp_max: float = 87.0
     """A GPU temperature (C) at or above this is a `gpu_temperature` anomaly; 0 disables it."""
+    # -- experiment trackers (lmforge.monitor.trackers) --
+    trackers: list[str] = field(default_factory=list)
+    """Also log to these trackers (rank 0): any of `wandb`, `mlflow`, `trackio` (extras of the same names).
+    A missing package or unreachable server gives one warning; training goes on."""
+    tracker_project: str = "lmforge"
+    """W&B project, MLflow experiment or trackio project name (the run is named after the run directory)."""
+    mlflow_tracking_uri: str = ""
+    """MLflow store: a server URL, `file:...` or `sqlite:///...`; "" = $MLFLOW_TRACKING_URI, else
+    sqlite:///RUN_DIR/mlflow.db (artifacts in RUN_DIR/mlartifacts)."""
+    wandb_mode: str = ""
+    """W&B mode: `online`, `offline` (RUN_DIR/wandb/offline-run-*, `wandb sync` later) or `disabled`;
+    "" = W&B's default ($WANDB_MODE)."""
 
     def __post_init__(self) -> None:
         _check(self.tb_flush_secs > 0, "monitor.tb_flush_secs", "must be > 0")
@@ -76,3 +88,7 @@ class MonitorConfig:
         _check(self.leak_window == 0 or self.leak_window >= 3, "monitor.leak_window", "must be >= 3 (0 = off)")
         _check(self.leak_min_mb > 0, "monitor.leak_min_mb", "must be > 0")
         _check(self.gpu_temp_max >= 0, "monitor.gpu_temp_max", "must be >= 0 (0 = off)")
+        bad = [t for t in self.trackers if t not in ("wandb", "mlflow", "trackio")]
+        _check(not bad, "monitor.trackers", f"unknown tracker(s) {bad}; choose from wandb, mlflow, trackio")
+        _check(self.wandb_mode in ("", "online", "offline", "disabled"), "monitor.wandb_mode",
+               f"must be online, offline, disabled or empty, got {self.wandb_mode!r}")

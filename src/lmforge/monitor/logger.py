@@ -89,6 +89,11 @@ class RunLogger:
         self._last_step = step
         self._closed = False
         self.writer.log("event", step, event="start", pid=os.getpid(), host=socket.gethostname())
+        self.trackers = None  # W&B / MLflow / trackio (monitor.trackers), rank 0 only
+        if enabled and self.cfg.trackers:
+            from lmforge.monitor.trackers import Trackers
+
+            self.trackers = Trackers(self.run_dir, self.cfg, params=to_dict(cfg) if whole else {})
         if self.tb is not None and (hparams or whole):
             self._hparams = hparams if hparams is not None else to_dict(cfg)
         else:
@@ -119,6 +124,8 @@ class RunLogger:
             if "loss" in values:
                 values.setdefault("ppl", _ppl(values["loss"]))
         self.writer.log(kind, step, **values)
+        if self.trackers is not None:
+            self.trackers.log(kind, step, values)
         if self.tb is not None:
             if kind == "sample":
                 self.tb.text("samples", f"**{values.get('prompt', '')}**{values.get('text', '')}", step)
@@ -196,6 +203,8 @@ class RunLogger:
         finally:
             self.writer.close()
             self._close_tb(summary)
+            if self.trackers is not None:
+                self.trackers.finish(status, summary)
         if self.enabled and self.cfg.plots:
             try:
                 from lmforge.monitor.plots import plot_run

@@ -13,7 +13,12 @@ from lmforge.validate import check as _check
 @dataclass(kw_only=True)
 class TokenizerConfig:
     kind: str = "bpe"
-    """`bpe` (byte-level BPE, HF tokenizers), `char` (one id per character seen) or `byte` (256 ids)."""
+    """`bpe` (byte-level BPE, HF tokenizers), `char` (one id per character seen), `byte` (256 ids) or
+    `pretrained` (an existing Hugging Face tokenizer, `tokenizer.path`; nothing is trained)."""
+    path: str | None = None
+    """`pretrained`: a tokenizer.json, or a Hugging Face model/tokenizer folder holding one (its
+    tokenizer_config.json names the special tokens). Empty with `train.init_from` = the source model's
+    tokenizer, so a continued model keeps its vocabulary."""
     vocab_size: int = 8192
     """Target vocabulary size for `bpe`, including special tokens."""
     min_frequency: int = 2
@@ -24,7 +29,10 @@ class TokenizerConfig:
     """Special tokens, given the first ids in this order. Must include <pad>, <unk>, <bos>, <eos>."""
 
     def __post_init__(self) -> None:
-        _check(self.kind in ("bpe", "char", "byte"), "tokenizer.kind", f"must be bpe, char or byte, got {self.kind!r}")
+        _check(self.kind in ("bpe", "char", "byte", "pretrained"), "tokenizer.kind",
+               f"must be bpe, char, byte or pretrained, got {self.kind!r}")
+        _check(self.path is None or self.kind == "pretrained", "tokenizer.path",
+               f"is only read with tokenizer.kind=pretrained (kind is {self.kind!r})")
         _check(self.vocab_size >= 260 or self.kind != "bpe", "tokenizer.vocab_size",
                "must be >= 260 for bpe (256 bytes + special tokens)")
         _check(self.max_train_bytes > 0, "tokenizer.max_train_bytes", "must be > 0")

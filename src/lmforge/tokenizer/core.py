@@ -47,15 +47,19 @@ class Tokenizer:
     text, so a document can never inject control tokens into the token stream.
     """
 
-    def __init__(self, hf: HFTokenizer, *, fingerprint: str, kind: str, path: Path | None = None) -> None:
+    def __init__(self, hf: HFTokenizer, *, fingerprint: str, kind: str, path: Path | None = None,
+                 roles: dict[str, str] | None = None) -> None:
+        """roles: {pad|unk|bos|eos: token spelling} for a pretrained tokenizer (meta.json `roles`);
+        default: lmforge's own `<pad> <unk> <bos> <eos>`."""
         self.hf = hf
         self.hf.encode_special_tokens = True  # special tokens come only from the pipeline, never from text
         self.fingerprint = fingerprint
         self.kind = kind
         self.path = path
         self.vocab_size: int = hf.get_vocab_size(with_added_tokens=True)
-        ids = {t: hf.token_to_id(t) for t in REQUIRED_SPECIALS}
-        missing = [t for t, i in ids.items() if i is None]
+        self.role_tokens = dict(roles) if roles else {t[1:-1]: t for t in REQUIRED_SPECIALS}
+        ids = {t: hf.token_to_id(self.role_tokens[t[1:-1]]) for t in REQUIRED_SPECIALS}
+        missing = [self.role_tokens[t[1:-1]] for t, i in ids.items() if i is None]
         if missing:
             where = path or "tokenizer"
             raise LmforgeError(f"{where}: special tokens {missing} are missing; retrain it with `lmforge tokenizer`")
@@ -130,11 +134,12 @@ def load_tokenizer(path_or_dir: str | Path) -> Tokenizer:
         hf = HFTokenizer.from_str(data.decode("utf-8"))
     except Exception as e:  # tokenizers raises a bare Exception on malformed JSON
         raise LmforgeError(f"{file} is not a valid tokenizer.json ({e}); retrain it with `lmforge tokenizer`") from e
-    kind = "bpe"
+    meta: dict = {}
     meta_file = file.parent / META_FILE
     if meta_file.is_file():
         try:
-            kind = json.loads(meta_file.read_text(encoding="utf-8")).get("kind", "bpe")
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise LmforgeError(f"{meta_file} is not valid JSON ({e}); retrain with `lmforge tokenizer`") from e
-    return Tokenizer(hf, fingerprint=fingerprint_bytes(data), kind=kind, path=file)
+    return Tokenizer(hf, fingerprint=fingerprint_bytes(data), kind=meta.get("kind", "bpe"), path=file,
+                     roles=meta.get("roles"))

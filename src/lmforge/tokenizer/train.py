@@ -16,7 +16,7 @@ from pathlib import Path
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
-from lmforge.errors import DataError
+from lmforge.errors import ConfigError, DataError
 from lmforge.io import atomic_write_json, atomic_write_text
 from lmforge.tokenizer.config import TokenizerConfig
 from lmforge.tokenizer.core import META_FILE, TOKENIZER_FILE, Tokenizer, bytes_to_unicode, fingerprint_bytes
@@ -90,6 +90,15 @@ def train_tokenizer(cfg: TokenizerConfig, texts: Iterable[str], out_dir: str | P
     `out_dir/tokenizer.json` + `out_dir/meta.json` and return it loaded."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.kind == "pretrained":  # nothing to train: copy the tokenizer and record its special-token roles
+        from lmforge.tokenizer.core import load_tokenizer
+        from lmforge.tokenizer.pretrained import install_pretrained
+
+        if not cfg.path:
+            raise ConfigError("config key 'tokenizer.path': tokenizer.kind=pretrained needs a tokenizer.json or a "
+                              "Hugging Face folder (or train.init_from, whose tokenizer is then used)")
+        install_pretrained(cfg.path, out)
+        return load_tokenizer(out)
     budget = _Budget(texts, cfg.max_train_bytes)
     if cfg.kind == "bpe":
         hf = _train_bpe(cfg, budget)

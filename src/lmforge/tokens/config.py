@@ -5,7 +5,7 @@ Loaded through `lmforge.config.load_config`; `lmforge.configtools` checks types 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lmforge.validate import check as _check
 
@@ -36,6 +36,15 @@ class TokensConfig:
     """Retries of a failed shard read (with exponential backoff) before the loader stops."""
     retry_backoff: float = 0.05
     """Seconds before the first retry; doubled for each further retry."""
+    mix: dict[str, float] = field(default_factory=dict)
+    """Weighted data mixture `{SOURCE_OR_GLOB: weight}`: a share weight / sum(weights) of the training
+    sequences comes from the group whose key matches the documents' `mix_field` (exactly or as a glob;
+    first key wins); every source must match a key (weight 0 leaves it out). {} = one stream, sources in
+    proportion to their size. Deterministic per seed and rank, exactly resumable; changing it does not
+    re-tokenize (see `lmforge.tokens.mixture`)."""
+    mix_field: str = "source"
+    """The document meta field recorded per document at tokenize time, which `mix` keys match (readers
+    set `source` to the input file; JSONL fields such as `dataset` are kept in meta)."""
     mmap: bool = True
     """Memory-map token shards (fastest). false = read them with pread: slower, but an I/O error on
     a network file system becomes a retried read error instead of killing the process (SIGBUS)."""
@@ -50,3 +59,10 @@ class TokensConfig:
         _check(0 <= self.prefetch <= 8, "tokens.prefetch", "must be in [0, 8]")
         _check(self.read_retries >= 0, "tokens.read_retries", "must be >= 0")
         _check(self.retry_backoff >= 0, "tokens.retry_backoff", "must be >= 0")
+        _check(isinstance(self.mix, dict) and all(isinstance(k, str) and isinstance(v, (int, float))
+                                                  and not isinstance(v, bool) and v >= 0 for k, v in self.mix.items()),
+               "tokens.mix", "must map source names or globs to weights >= 0")
+        _check(not self.mix or sum(self.mix.values()) > 0, "tokens.mix", "needs at least one weight > 0")
+        _check(not self.mix or self.packing != "budget", "tokens.mix",
+               "works with tokens.packing concat or best_fit, not budget")
+        _check(bool(self.mix_field), "tokens.mix_field", "must name a document meta field")

@@ -29,6 +29,7 @@ from lmforge.tokenizer.core import Tokenizer, load_tokenizer
 from lmforge.tokens.config import TokensConfig
 from lmforge.tokens.format import HEADER, ShardHeader, dtype_for_vocab, write_shard
 from lmforge.tokens.shards import MANIFEST, TokenShardWriter, split_summary
+from lmforge.tokens.sources import SourceTags
 
 _worker_tok: Tokenizer | None = None
 
@@ -68,15 +69,16 @@ def _encode_in_worker(texts: list[str], add_bos: bool) -> tuple[np.ndarray, np.n
     return encode_docs(_worker_tok, texts, add_bos)
 
 
-def _batches(data_dir: Path, cfg: TokensConfig) -> Iterator[tuple[list[str], list[str], list[int]]]:
-    """(ids, texts, utf8 sizes) batches of about `cfg.batch_bytes` bytes of text."""
-    ids: list[str] = []
+def _batches(data_dir: Path, cfg: TokensConfig, tags: SourceTags) -> Iterator[tuple[list, list, list[int]]]:
+    """(ids, texts, utf8 sizes) batches of about `cfg.batch_bytes` bytes of text; each id is
+    (document id, source tag) (the tag: `tokens.mix_field` of the document, for mixtures)."""
+    ids: list[tuple[str, int]] = []
     texts: list[str] = []
     sizes: list[int] = []
     total = 0
     for doc in iter_clean_documents(data_dir):
         n = len(doc.text.encode("utf-8", "surrogatepass"))
-        ids.append(doc.id)
+        ids.append((doc.id, tags.tag(doc.meta)))
         texts.append(doc.text)
         sizes.append(n)
         total += n
@@ -91,21 +93,22 @@ class _Splitter:
     """Routes encoded documents to the train/val writers; remembers the train document with the
     smallest hash so a corpus whose hashes put nothing in val can still get one val document."""
 
-    def __init__(self, cfg: TokensConfig, writers: dict[str, TokenShardWriter]) -> None:
-        self.cfg, self.writers = cfg, writers
-        self.best: tuple[float, int, int, np.ndarray, int] | None = None
+    def __init__(self, cfg: TokensConfig, writers: dict[str, TokenShardWriter], tags: SourceTags) -> None:
+        self.cfg, self.writers, self.tags = cfg, writers, tags
+        self.best: tuple[float, int, int, np.ndarray, int, int] | None = None
         self.docs = {"train": 0, "val": 0}
 
-    def add(self, doc_ids: list[str], sizes: list[int], flat: np.ndarray, lengths: np.ndarray) -> None:
+    def add(self, doc_ids: list[tuple[str, int]], sizes: list[int], flat: np.ndarray, lengths: np.ndarray) -> None:
         starts = np.concatenate([[0], np.cumsum(lengths)])
-        for i, doc_id in enumerate(doc_ids):
+        for i, (doc_id, tag) in enumerate(doc_ids):
             h = split_hash(doc_id, self.cfg.split_seed)
             split = "val" if h < self.cfg.val_fraction else "train"
             toks = flat[starts[i]: starts[i + 1]]
             shard, n = self.writers[split].add(toks, sizes[i])
-            self.docs[split] += 1
+            self.tags.add(split, tag)
             if split == "train" and (self.best is None or h < self.best[0]):
-                self.best = (h, shard, n, toks.copy(), sizes[i])
+                self.best = (h, shard, n, toks.copy(), sizes[i], self.docs["train"])
+            self.docs[split] += 1
 
 
 def _remove_doc(out_dir: Path, rec: dict[str, Any], doc_no: int, nbytes: int, fp: str, vocab: int) -> bool:
@@ -131,15 +134,15 @@ def _remove_doc(out_dir: Path, rec: dict[str, Any], doc_no: int, nbytes: int, fp
     return True
 
 
-def _encoded(cfg: TokensConfig, tok: Tokenizer, data_dir: Path,
-             pool: ProcessPoolExecutor | None) -> Iterator[tuple[list, list, np.ndarray, np.ndarray]]:
+def _encoded(cfg: TokensConfig, tok: Tokenizer, data_dir: Path, pool: ProcessPoolExecutor | None,
+             tags: SourceTags) -> Iterator[tuple[list, list, np.ndarray, np.ndarray]]:
     """Encoded batches in corpus order; with a pool, at most 2 * workers batches are in flight."""
     if pool is None:
-        for ids, texts, sizes in _batches(data_dir, cfg):
+        for ids, texts, sizes in _batches(data_dir, cfg, tags):
             yield ids, sizes, *encode_docs(tok, texts, cfg.add_bos)
         return
     pending: deque = deque()
-    for ids, texts, sizes in _batches(data_dir, cfg):
+    for ids, texts, sizes in _batches(data_dir, cfg, tags):
         pending.append((ids, sizes, pool.submit(_encode_in_worker, texts, cfg.add_bos)))
         if len(pending) >= 2 * cfg.workers:
             ids0, sizes0, res = pending.popleft()
@@ -159,7 +162,7 @@ def _encode_all(cfg: TokensConfig, tok: Tokenizer, data_dir: Path, splitter: _Sp
                                    initargs=(str(tok.path),))
     bar = tqdm(desc="tokenize", unit="B", unit_scale=True, unit_divisor=1000, disable=not progress)
     try:
-        for ids, sizes, flat, lengths in _encoded(cfg, tok, data_dir, pool):
+        for ids, sizes, flat, lengths in _encoded(cfg, tok, data_dir, pool, splitter.tags):
             splitter.add(ids, sizes, flat, lengths)
             nbytes += sum(sizes)
             bar.update(sum(sizes))
@@ -207,7 +210,7 @@ def run_tokenize_stage(cfg: TokensConfig, data_dir: str | Path, tokenizer_dir: s
     out_dir.mkdir(parents=True, exist_ok=True)
     writers = {s: TokenShardWriter(out_dir, s, shard_tokens=cfg.shard_tokens, fingerprint=tok.fingerprint,
                                    vocab_size=tok.vocab_size) for s in ("train", "val")}
-    splitter = _Splitter(cfg, writers)
+    splitter = _Splitter(cfg, writers, SourceTags(cfg.mix_field))
     t0 = time.perf_counter()
     nbytes = _encode_all(cfg, tok, data_dir, splitter, progress)
     train, val = writers["train"].close(), writers["val"].close()
@@ -216,13 +219,15 @@ def run_tokenize_stage(cfg: TokensConfig, data_dir: str | Path, tokenizer_dir: s
         raise DataError(f"no clean documents in {data_dir}: run the data stage first and check data/report.md")
     moved = False
     if not val and total_docs >= 2:  # guarantee a validation document, chosen by the same hash order
-        _, shard, doc_no, toks, size = splitter.best
+        _, shard, doc_no, toks, size, train_no = splitter.best
         writers["val"].add(toks, size)
+        splitter.tags.move("train", train_no, "val")
         val = writers["val"].close()
         if not _remove_doc(out_dir, train[shard], doc_no, size, tok.fingerprint, tok.vocab_size):
             train.pop(shard)
         moved = True
     manifest = _manifest(cfg, tok, train, val, moved, nbytes, time.perf_counter() - t0)
+    manifest["sources"] = splitter.tags.write(out_dir)  # per-document source, for tokens.mix
     atomic_write_json(out_dir / MANIFEST, manifest)
     if progress:
         sp = manifest["splits"]

@@ -136,7 +136,12 @@ def open_loaders(cfg: Config, run_dir: Path, dist_info: DistInfo, fingerprint: s
     common = dict(seq_len=T, batch_size=t.batch_size, rank=dist_info.rank, world_size=dist_info.world_size,
                   doc_masks=t.doc_masks)
     # packing (concat | best_fit | budget), prefetch depth and read retries come from `tokens:`
-    train_loader = build_loader(train_ds, cfg.tokens, seed=t.seed, shuffle=t.shuffle, **common)
+    if cfg.tokens.mix:  # weighted groups of sources (tokens.mix)
+        from lmforge.tokens.mixture import mixture_loader
+
+        train_loader = mixture_loader(tokens, train_ds, cfg.tokens, seed=t.seed, shuffle=t.shuffle, **common)
+    else:
+        train_loader = build_loader(train_ds, cfg.tokens, seed=t.seed, shuffle=t.shuffle, **common)
     make_val = functools.partial(TokenLoader.for_eval, val_ds, **common)
     make_val.bytes_per_token = val_ds.bytes / max(1, val_ds.num_tokens)  # type: ignore[attr-defined]
     return train_loader, make_val
@@ -202,6 +207,10 @@ def build_trainer(cfg: Config, run_dir: Path, *, resume: str | None = None) -> t
     lock = RunLock(run_dir).acquire() if dist_info.is_main else None
     try:
         tok = load_tokenizer(run_dir / "tokenizer")
+        if cfg.train.init_from:  # before with_vocab: a clearer message for a tokenizer the source cannot read
+            from lmforge.train.init_from import check_vocab, describe_source
+
+            check_vocab(describe_source(cfg.train.init_from), tok, cfg.model.vocab_size)
         cfg = with_vocab(cfg, tok.vocab_size)
         if cfg.train.auto_micro_batch:
             cfg = with_micro_batch(cfg, device, dist_info)
@@ -210,7 +219,11 @@ def build_trainer(cfg: Config, run_dir: Path, *, resume: str | None = None) -> t
                            data_fingerprint(run_dir / "tokens"), callbacks=default_callbacks(
                                cfg.train, tok, cfg.monitor))
         trainer.tokenizer_fingerprint = tok.fingerprint  # recorded in every checkpoint's manifest
-        start_or_resume(trainer, resume)
+        resumed = start_or_resume(trainer, resume)
+        if trainer.init_source is not None and resumed is None and dist_info.is_main:
+            src = trainer.init_source
+            trainer.writer.log("event", 0, event="init_from", path=src["path"], source_kind=src["kind"],
+                               architecture=src["architecture"], weights_sha256=src["weights_sha256"])
     except BaseException:
         if lock is not None:
             lock.release()
@@ -244,6 +257,11 @@ def assemble(cfg: Config, run_dir: Path, device: torch.device, dist_info: DistIn
     t = cfg.train
     precision = resolve_precision(t.precision, device)
     raw = build_model(cfg, device)
+    init_source = None
+    if t.init_from:  # existing weights; a resume then overwrites them with the checkpoint's
+        from lmforge.train.init_from import load_init_weights
+
+        init_source = load_init_weights(raw, cfg)
     raw.grad_checkpointing = t.grad_checkpointing
     freeze_parameters(raw, t.freeze)  # before the wrappers and the optimiser, which see only trainable ones
     model: nn.Module = raw
@@ -256,7 +274,7 @@ def assemble(cfg: Config, run_dir: Path, device: torch.device, dist_info: DistIn
     tokens_per_step = t.batch_size * cfg.model.block_size * t.grad_accum * dist_info.world_size
     total = planned_steps(t, tokens_per_step, getattr(train_loader, "tokens_per_epoch", None))
     writer = RunLogger(run_dir, cfg, enabled=dist_info.is_main)
-    return Trainer(cfg=cfg, run_dir=run_dir, model=model, raw_model=raw, optimizer=optimizer,
+    trainer = Trainer(cfg=cfg, run_dir=run_dir, model=model, raw_model=raw, optimizer=optimizer,
                    settings=step_settings(t, precision, device, dist_info.world_size), train_loader=train_loader,
                    make_val_loader=make_val_loader, writer=writer,
                    callbacks=callbacks if callbacks is not None else default_callbacks(t, monitor=cfg.monitor),
@@ -264,6 +282,8 @@ def assemble(cfg: Config, run_dir: Path, device: torch.device, dist_info: DistIn
                    world_size=dist_info.world_size, tokens_per_step=tokens_per_step, total_steps=total,
                    data_fingerprint=fingerprint, peak_flops=peak_flops(t, precision, device),
                    val_bytes_per_token=getattr(make_val_loader, "bytes_per_token", 0.0))
+    trainer.init_source = init_source  # recorded in every checkpoint's manifest
+    return trainer
 
 
 def start_or_resume(trainer: Trainer, resume: str | None) -> Path | None:

@@ -18,7 +18,7 @@ class TrainConfig:
     grad_accum: int = 1
     """Micro-batches per optimiser step."""
     lr: float = 1e-3
-    """Peak learning rate."""
+    """Peak learning rate (0 = the weights stay as they are: a check run)."""
     min_lr: float = 1e-4
     """Learning rate at the end of the decay."""
     schedule: str = "cosine"
@@ -127,6 +127,15 @@ class TrainConfig:
     """Under torchrun: seconds a collective (gradient all-reduce, barrier) waits for the other ranks
     before failing with a message; a rank that hung or died then ends the run instead of blocking it
     forever (PyTorch's default is 30 minutes)."""
+    # -- starting from existing weights (train.init_from) --
+    init_from: str | None = None
+    """Start from existing weights: a local Hugging Face model folder (Llama, Qwen2, Qwen3, GPT-2), an
+    lmforge run directory (its best checkpoint) or checkpoint directory. The model section is taken from
+    it (keys you also set must agree; block_size and dropout are yours); optimiser, schedule and data
+    start fresh (this is not a resume). See `lmforge.train.init_from`."""
+    init_from_allow_pickle: bool = False
+    """Allow `train.init_from` to read a `pytorch_model.bin` pickle (with torch.load(weights_only=True));
+    off by default: safetensors is the safe format."""
     seed: int = 1337
     """Seed of the weights' initialisation, dropout and the data order."""
     progress: bool = True
@@ -136,7 +145,7 @@ class TrainConfig:
         _finite(self, "train")
         _check(self.batch_size > 0, "train.batch_size", "must be > 0")
         _check(self.grad_accum > 0, "train.grad_accum", "must be > 0")
-        _check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
+        _check(self.lr >= 0, "train.lr", f"must be >= 0 (0 leaves the weights as they are), got {self.lr}")
         _check(0 <= self.min_lr <= self.lr, "train.min_lr", f"must be in [0, train.lr], got {self.min_lr}")
         _check(self.schedule in ("cosine", "linear", "constant", "wsd", "step", "exponential"), "train.schedule",
                f"must be cosine, linear, constant, wsd, step or exponential, got {self.schedule!r}")

@@ -78,6 +78,7 @@ class Trainer:
         self.ckpt_writer = CheckpointWriter(self.ckpt_root, cfg.train.keep_last,
                                             asynchronous=cfg.train.async_checkpoint)
         self.state = TrainState()
+        self.init_source: dict[str, Any] | None = None  # train.init_from: what the weights started from
         self.stop_reason: str | None = None
         self.stop_requested: str | None = None
         self.last_ckpt: Path | None = None
@@ -230,7 +231,7 @@ class Trainer:
                 "config": to_dict(self.cfg),
                 "data_fingerprint": self.data_fingerprint, "tokenizer_fingerprint": self.tokenizer_fingerprint,
                 "world_size": self.world_size, "tokens_per_step": self.tokens_per_step,
-                "torch": torch.__version__, "time": time.time()}
+                "torch": torch.__version__, "time": time.time(), "init_from": self.init_source}
 
     def save_checkpoint(self) -> Path | None:
         """Write a full checkpoint: every rank joins the RNG (and FSDP) gathers, rank 0 writes,
@@ -303,7 +304,8 @@ class Trainer:
                 "best_val_loss": s.best_val_loss, "bad_steps": s.bad_steps, "stopped_by": self.stop_reason,
                 "checkpoint": str(self.last_ckpt) if self.last_ckpt else None,
                 "best_checkpoint": str(best) if best else None, "wall_time": self.elapsed(),
-                "epoch": self.epoch, "completed": self.stop_reason not in ("SIGTERM", "SIGINT")}
+                "epoch": self.epoch, "completed": self.stop_reason not in ("SIGTERM", "SIGINT"),
+                **getattr(self.train_loader, "mix_summary", dict)()}  # tokens.mix: tokens and epochs per group
 
 
 def oom_message(trainer: Trainer, err: BaseException) -> str:

@@ -91,6 +91,7 @@ class LogCallback(Callback):
             values["mfu"] = fpt * tps / (trainer.peak_flops * trainer.world_size)
         if not result.applied:
             values["skipped"] = True
+        values.update(getattr(trainer.train_loader, "mix_metrics", dict)())  # tokens.mix: per-group tokens, epochs
         if trainer.rank == 0:
             trainer.writer.log("train", s.step, **values)
         if self.bar is not None:
