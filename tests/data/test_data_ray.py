@@ -13,12 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+from lmf_datakit import assert_same_output, write_corpus
 
 from lmforge.data.config import DataConfig, RayConfig
 from lmforge.data.executor import run_data_stage
 from lmforge.errors import DataError
-
-from lmf_datakit import assert_same_output, write_corpus
 
 pytest.importorskip("ray")
 
@@ -89,7 +88,8 @@ def test_ray_matches_local_and_survives_a_dead_worker(tmp_path):
     assert_same_output(tmp_path / "local1", tmp_path / "ray1")
     assert_same_output(tmp_path / "local3", tmp_path / "ray3")
     assert result["died_once"]  # rank 1's worker really died once ...
-    assert_same_output(tmp_path / "local3", tmp_path / "ray3_crash", ignore_steps=("die_once",))  # ... and the retry gave the same output
+    # ... and the retry gave the same output
+    assert_same_output(tmp_path / "local3", tmp_path / "ray3_crash", ignore_steps=("die_once",))
     assert "rank 1/3 done" in proc.stderr  # progress as ranks finish
     fail = result["failed"]
     assert fail and "RankError" in fail and "data rank 1 of 3 failed after 2 attempt(s)" in fail, fail

@@ -57,7 +57,17 @@ def _rank_dir(out_dir: Path, rank: int) -> Path:
 
 
 def _task_fingerprint(cfg: DataConfig, sources: list[str], rank: int, world_size: int) -> str:
-    return fingerprint(cfg, sources, rank, world_size)
+    # the rank's own inputs' sizes and mtimes too: a changed file is never skipped as "complete"
+    mine = [_stat(s) for i, s in enumerate(sources) if i % world_size == rank]
+    return fingerprint(cfg, sources, rank, world_size, mine)
+
+
+def _stat(source: str) -> list[Any] | None:
+    try:
+        st = Path(source).stat()
+    except OSError:  # builtin:, hf: sources
+        return None
+    return [st.st_size, st.st_mtime_ns]
 
 
 def run_data_task(cfg: DataConfig, out_dir: str | Path, rank: int, world_size: int, *, progress: bool = False,

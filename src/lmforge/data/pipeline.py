@@ -31,8 +31,8 @@ from lmforge.data.extract import HtmlExtract
 from lmforge.data.filters.base import Filter, Step
 from lmforge.data.filters.heuristic import GopherQualityFilter, GopherRepetitionFilter, LengthFilter
 from lmforge.data.readers import ReadOptions, read_source
-from lmforge.data.steps import check_step, load_extra_steps
 from lmforge.data.stats import LengthRecorder, build_report, write_report
+from lmforge.data.steps import check_step, load_extra_steps
 from lmforge.errors import DataError
 
 __all__ = ["Filter", "Step", "build_merge_steps", "build_rank_steps"]
@@ -251,6 +251,7 @@ ADVICE = {
     "wrong_language": "add the language to data.language.languages",
     "low_language_score": "lower data.language.min_score",
     "perplexity_too_high": "raise data.perplexity.max_perplexity", "no_text": "check the HTML inputs",
+    "classifier_low_score": "lower data.classifier.min_score or set data.classifier.annotate_only=true",
 }
 _PREFIX_ADVICE = {"gopher_": "data.gopher_quality / data.gopher_repetition", "c4_": "data.c4",
                   "fineweb_": "data.fineweb"}

@@ -32,9 +32,9 @@ def folder(job: RankJob) -> Path:
     return Path(job.work_root).parent / "_slurm"
 
 
-def sbatch_parameters(job: RankJob, cfg: Any, *, merge: bool = False) -> dict[str, Any]:
-    """submitit's SlurmExecutor parameters for the array (or the merge job)."""
-    params: dict[str, Any] = {"job_name": f"lmforge-{job.name}{'-merge' if merge else ''}", "time": cfg.time,
+def sbatch_parameters(name: str, cfg: Any, *, merge: bool = False) -> dict[str, Any]:
+    """submitit's SlurmExecutor parameters for the array (or the merge job) of job `name`."""
+    params: dict[str, Any] = {"job_name": f"lmforge-{name}{'-merge' if merge else ''}", "time": cfg.time,
                               "cpus_per_task": cfg.cpus_per_task, "array_parallelism": cfg.array_parallelism,
                               "additional_parameters": dict(cfg.extra)}
     if cfg.partition:
@@ -44,20 +44,19 @@ def sbatch_parameters(job: RankJob, cfg: Any, *, merge: bool = False) -> dict[st
     return params
 
 
-def sbatch_scripts(job: RankJob, cfg: Any) -> str:
-    """The sbatch scripts `lmforge data|tokenize --dry-run` prints: the array, then the merge job."""
+def sbatch_scripts(name: str, world_size: int, log_dir: Path, cfg: Any) -> str:
+    """The sbatch scripts `lmforge data|tokenize --dry-run` print: the array, then the merge job."""
     submitit = _import_submitit()
     from submitit.slurm.slurm import _make_sbatch_string
 
-    ex = submitit.SlurmExecutor(folder=folder(job))
-    command = ex._submitit_command_str
-    array = _make_sbatch_string(command=command, folder=folder(job), map_count=job.world_size,
-                                **sbatch_parameters(job, cfg))
-    merge_params = sbatch_parameters(job, cfg, merge=True)
+    command = submitit.SlurmExecutor(folder=log_dir)._submitit_command_str
+    array = _make_sbatch_string(command=command, folder=log_dir, map_count=world_size,
+                                **sbatch_parameters(name, cfg))
+    merge_params = sbatch_parameters(name, cfg, merge=True)
     merge_params["additional_parameters"]["dependency"] = "afterok:<ARRAY_JOB_ID>"
-    merge = _make_sbatch_string(command=command, folder=folder(job), **merge_params)
-    return (f"# {job.name}: job array of {job.world_size} rank task(s)\n{array}\n"
-            f"# {job.name}: merge job, after every rank task succeeded\n{merge}")
+    merge = _make_sbatch_string(command=command, folder=log_dir, **merge_params)
+    return (f"# {name}: job array of {world_size} rank task(s)\n{array}\n"
+            f"# {name}: merge job, after every rank task succeeded\n{merge}")
 
 
 def _executor(submitit: Any, job: RankJob, cfg: Any, *, merge: bool = False, after: str | None = None) -> Any:
@@ -66,7 +65,7 @@ def _executor(submitit: Any, job: RankJob, cfg: Any, *, merge: bool = False, aft
         ex.update_parameters(timeout_min=cfg.time)
         return ex
     ex = submitit.SlurmExecutor(folder=folder(job))
-    params = sbatch_parameters(job, cfg, merge=merge)
+    params = sbatch_parameters(job.name, cfg, merge=merge)
     if after:
         params["additional_parameters"]["dependency"] = f"afterok:{after}"
     ex.update_parameters(**params)
