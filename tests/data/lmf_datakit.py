@@ -6,6 +6,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from lmforge.data.filters.base import Filter
+
 TIMING = ("seconds", "docs_per_second", "rank_peak_rss_mb")
 
 
@@ -45,3 +47,19 @@ def assert_same_output(a: Path, b: Path, ignore_steps: tuple[str, ...] = ()) -> 
     for name in fa:
         assert fa[name] == fb[name], f"{name} differs"
     assert normalized_report(a, ignore_steps) == normalized_report(b, ignore_steps)
+
+
+
+class Boom(Filter):
+    """An extra step that raises on the documents of one input file (importable, so it pickles)."""
+
+    name = "boom"
+
+    def __init__(self, needle: str) -> None:
+        super().__init__()
+        self.needle = needle
+
+    def filter(self, doc):
+        if self.needle in doc.meta.get("source", ""):
+            raise ValueError(f"boom in {doc.id}")
+        return True

@@ -86,4 +86,4 @@ def register(subparsers) -> None:
     for name in ("data", "tokenize"):
         stage = subparsers.choices.get(name)
         if stage is not None:
-            stage.set_defaults(func=_with_sbatch_dry_run(stage.get_defaults("func")))
+            stage.set_defaults(func=_with_sbatch_dry_run(stage.get_default("func")))

@@ -53,7 +53,7 @@ def sbatch_scripts(name: str, world_size: int, log_dir: Path, cfg: Any) -> str:
     array = _make_sbatch_string(command=command, folder=log_dir, map_count=world_size,
                                 **sbatch_parameters(name, cfg))
     merge_params = sbatch_parameters(name, cfg, merge=True)
-    merge_params["additional_parameters"]["dependency"] = "afterok:<ARRAY_JOB_ID>"
+    merge_params["additional_parameters"]["dependency"] = "afterok:ARRAY_JOB_ID"
     merge = _make_sbatch_string(command=command, folder=log_dir, **merge_params)
     return (f"# {name}: job array of {world_size} rank task(s)\n{array}\n"
             f"# {name}: merge job, after every rank task succeeded\n{merge}")
