@@ -45,6 +45,7 @@ from lmforge.data.executors.base import mark_reading
 from lmforge.data.filters.base import Step
 from lmforge.data.pipeline import RankTask, finish
 from lmforge.data.readers import expand_inputs
+from lmforge.data.steps import check_step, load_extra_steps
 from lmforge.errors import DataError
 from lmforge.io import atomic_write_json, is_complete, write_marker
 
@@ -160,6 +161,9 @@ def run_data_stage(cfg: DataConfig, out_dir: Path, *, progress: bool = True,
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     sources = expand_inputs(cfg.inputs)
+    load_extra_steps(cfg.extra_steps)  # a bad spec is a ConfigError here, before any task starts
+    for i, step in enumerate(extra_steps or []):
+        check_step(step, f"extra_steps[{i}]")
     if cfg.workers > 1 or cfg.dedup or cfg.near_dedup.enabled or cfg.executor != "local":
         # dedup decisions need every signature first: the rank phase runs to the end (in this process
         # when local with one worker), its signatures on disk, then the merge
