@@ -27,6 +27,7 @@ from typing import IO, Any
 import zstandard
 
 from lmforge.data.document import Document
+from lmforge.data.readers_hf import HF_PREFIX, hf_sources, read_hf
 from lmforge.data.readers_web import read_html, read_warc
 from lmforge.errors import DataError
 from lmforge.io import read_capped
@@ -77,6 +78,8 @@ def expand_inputs(inputs: list[str]) -> list[str]:
     for item in inputs:
         if item == BUILTIN_STDLIB:
             out.append(item)
+        elif item.startswith(HF_PREFIX):  # a Hugging Face dataset: one source per shard
+            out.extend(hf_sources(item))
         elif any(c in item for c in "*?["):
             matches = sorted(p for p in glob.glob(item, recursive=True) if Path(p).is_file())
             if not matches:
@@ -291,6 +294,9 @@ def read_source(source: str, opts: ReadOptions, skipped: dict[str, int] | None =
         yield from iter_stdlib_documents()
         return
     src = _Source(source, opts)
+    if source.startswith(HF_PREFIX):
+        yield from read_hf(source, opts.text_field, opts.id_field, src.error)
+        return
     fmt = file_format(source)
     n = 0
     try:
