@@ -62,7 +62,7 @@ def _held_out(text: str, fraction: float) -> bool:
 
 def train_classifier(positive: list[str], negative: list[str], out: str | Path, *, label: str = "hq",
                      negative_label: str = "lq", text_field: str = "text", val_fraction: float = 0.1,
-                     epoch: int = 10, lr: float = 0.5, word_ngrams: int = 2, dim: int = 32, bucket: int = 10_000,
+                     epoch: int = 25, lr: float = 0.1, word_ngrams: int = 2, dim: int = 32, bucket: int = 10_000,
                      seed: int = 0) -> dict[str, Any]:
     """Train on the documents of `positive` (label `label`) vs `negative`; write the model to `out`
     (atomically) and return held-out accuracy, precision and recall of `label`."""
@@ -81,12 +81,19 @@ def train_classifier(positive: list[str], negative: list[str], out: str | Path, 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "train.txt"
         path.write_text("".join(f"{lab_} {t}\n" for lab_, t in train), encoding="utf-8")
-        model = fasttext.train_supervised(input=str(path), epoch=epoch, lr=lr, wordNgrams=word_ngrams, dim=dim,
-                                          bucket=bucket, minCount=1, thread=1, seed=seed, verbose=0)
+        for attempt in range(4):  # fastText's SGD can diverge ("Encountered NaN") on small data: halve lr
+            try:
+                model = fasttext.train_supervised(input=str(path), epoch=epoch, lr=lr, wordNgrams=word_ngrams,
+                                                  dim=dim, bucket=bucket, minCount=1, thread=1, seed=seed, verbose=0)
+                break
+            except RuntimeError as e:
+                if "NaN" not in str(e) or attempt == 3:
+                    raise DataError(f"classifier training failed at lr={lr}: {e}; try a lower --lr") from e
+                lr /= 2
     tmp_out = out.with_name(out.name + ".tmp")
     model.save_model(str(tmp_out))
     os.replace(tmp_out, out)
-    return {"model": str(out), "label": lab, "train": len(train), "held_out": len(val),
+    return {"model": str(out), "label": lab, "lr": lr, "train": len(train), "held_out": len(val),
             "positive": len(pos), "negative": len(neg), **_scores(model, val, lab)}
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmforge.errors import DataError
+from lmforge.errors import ConfigError, DataError
 
 READING = "reading.txt"  # a rank task writes the input it is reading here (read back after a crash)
 ERROR = "error.txt"  # ... and its error when it fails (read back by executors that only see a traceback)
@@ -79,7 +79,7 @@ def run_rank(fn: Callable[..., bool], args: tuple, kwargs: dict[str, Any], rank:
     (OSError -> TransientRankError, which executors retry)."""
     try:
         return fn(*args, rank=rank, world_size=world_size, **kwargs)
-    except RankError:
+    except (RankError, ConfigError):  # a config error is the same in every rank: no rank to name
         raise
     except Exception as e:  # noqa: BLE001 - every failure becomes a named, picklable rank error
         cls = TransientRankError if isinstance(e, OSError) else RankError
