@@ -70,8 +70,6 @@ def hf_sources(spec: str) -> list[str]:
 def read_hf(source: str, text_field: str, id_field: str | None, reject: Any) -> Iterator[Document]:
     """Rows of one shard as Documents; a row without a string `text_field` goes to `reject(doc, reason,
     detail)` (which applies `data.on_error`)."""
-    from lmforge.data.readers import _json_safe
-
     path, split, shard = _parse(source)
     ds, n, streamed = _open(path, split)
     part = ds.shard(num_shards=n, index=shard or 0) if streamed else ds.shard(n, shard or 0, contiguous=True)
@@ -92,3 +90,14 @@ def read_hf(source: str, text_field: str, id_field: str | None, reject: Any) -> 
             yield reject(d, "missing_field", f"text field {text_field!r} is missing or not a string")
             continue
         yield d
+
+
+def _json_safe(v: Any) -> Any:
+    """Column values as JSON (dates, bytes, arrays become strings or lists)."""
+    if v is None or isinstance(v, (str, int, float, bool)):
+        return v
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _json_safe(x) for k, x in v.items()}
+    return str(v)
