@@ -110,8 +110,8 @@ def main() -> None:
     print(f"{'executor':10s} {'corpus':>6s} {'stage s':>8s} {'docs/s':>8s} {'vs local':>9s} {'start-up s':>11s} "
           f"{'rank peak MB':>13s} {'driver peak MB':>15s}")
     for name, size, r in (("local", "1x", local), ("ray", "1x", ray1), ("ray", "4x", ray4)):
-        rate = r["docs"] / r["seconds"]
-        print(f"{name:10s} {size:>6s} {r['seconds']:8.2f} {rate:8.0f} {rate / (local['docs'] / local['seconds']):8.2f}x "
+        rate, base = r["docs"] / r["seconds"], local["docs"] / local["seconds"]
+        print(f"{name:10s} {size:>6s} {r['seconds']:8.2f} {rate:8.0f} {rate / base:8.2f}x "
               f"{r['startup_s']:11.1f} {r['rank_peak_mb']:13.1f} {r['driver_peak_mb']:15.1f}")
     print(f"\nray vs local throughput: {local['seconds'] / ray1['seconds']:.2f}x; identical output: "
           f"{local['digest'] == ray1['digest']}")
