@@ -12,6 +12,7 @@ small). fastText reads one example per line: newlines become spaces, as in `scor
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import random
 import re
@@ -81,20 +82,33 @@ def train_classifier(positive: list[str], negative: list[str], out: str | Path, 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "train.txt"
         path.write_text("".join(f"{lab_} {t}\n" for lab_, t in train), encoding="utf-8")
-        for attempt in range(4):  # fastText's SGD can diverge ("Encountered NaN") on small data: halve lr
-            try:
-                model = fasttext.train_supervised(input=str(path), epoch=epoch, lr=lr, wordNgrams=word_ngrams,
-                                                  dim=dim, bucket=bucket, minCount=1, thread=1, seed=seed, verbose=0)
-                break
-            except RuntimeError as e:
-                if "NaN" not in str(e) or attempt == 3:
-                    raise DataError(f"classifier training failed at lr={lr}: {e}; try a lower --lr") from e
-                lr /= 2
-    tmp_out = out.with_name(out.name + ".tmp")
-    model.save_model(str(tmp_out))
+        params = dict(epoch=epoch, lr=lr, wordNgrams=word_ngrams, dim=dim, bucket=bucket, minCount=1, thread=1,
+                      seed=seed, verbose=0)
+        tmp_out = out.with_name(out.name + ".tmp")
+        _train_fresh(str(path), str(tmp_out), params)
+    model = fasttext.load_model(str(tmp_out))
     os.replace(tmp_out, out)
-    return {"model": str(out), "label": lab, "lr": lr, "train": len(train), "held_out": len(val),
+    return {"model": str(out), "label": lab, "train": len(train), "held_out": len(val),
             "positive": len(pos), "negative": len(neg), **_scores(model, val, lab)}
+
+
+def _train_worker(path: str, out: str, params: dict[str, Any]) -> None:
+    import_fasttext().train_supervised(input=path, **params).save_model(out)
+
+
+def _train_fresh(path: str, out: str, params: dict[str, Any], attempts: int = 3) -> None:
+    """Train in a fresh process: the fastText build sometimes stops with "Encountered NaN" in a process
+    that has done other work (seen after other tests ran in the same process, at any lr), never in a
+    new one so far; a NaN is retried in another new process."""
+    ctx = multiprocessing.get_context("spawn")
+    for attempt in range(attempts):
+        with ctx.Pool(1) as pool:
+            try:
+                pool.apply(_train_worker, (path, out, params))
+                return
+            except RuntimeError as e:
+                if "NaN" not in str(e) or attempt == attempts - 1:
+                    raise DataError(f"classifier training failed ({e}); try a lower --lr") from e
 
 
 def _scores(model: Any, val: list[tuple[str, str]], lab: str) -> dict[str, float | None]:

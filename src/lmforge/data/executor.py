@@ -142,7 +142,7 @@ def data_job(cfg: DataConfig, out_dir: Path, *, progress: bool, perplexity_lm: C
     merge = functools.partial(merge_data_tasks, cfg, str(out_dir), world, progress=progress and local,
                               started=time.time())
     return RankJob("data", run_data_task, (cfg, str(out_dir)), world, merge, (), Path(out_dir) / WORK,
-                   progress=progress, kwargs={"progress": progress and local and world > 1,
+                   progress=progress, kwargs={"progress": progress and local,
                                               "perplexity_lm": perplexity_lm, "extra_steps": extra_steps})
 
 

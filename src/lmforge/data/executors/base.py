@@ -61,8 +61,11 @@ class RankJob:
     def last_error(self, rank: int) -> str | None:
         return _read(self.work_dir(rank) / ERROR)
 
-    def failure(self, rank: int, exc: BaseException | str, attempts: int | None = None) -> RankError:
-        """The RankError of a rank whose last attempt raised `exc` (or died with message `exc`)."""
+    def failure(self, rank: int, exc: BaseException | str, attempts: int | None = None) -> DataError | ConfigError:
+        """The RankError of a rank whose last attempt raised `exc` (or died with message `exc`); a
+        ConfigError stays itself (it is no rank's fault)."""
+        if isinstance(exc, ConfigError):
+            return exc
         if isinstance(exc, RankError):
             return exc.with_attempts(attempts) if attempts else exc
         text = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
