@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from _shared import SHARED_DATA, require
 
-from lmforge.data.extract import extract_selectolax, extract_trafilatura
+from lmforge.data.extract import extract_resiliparse, extract_selectolax, extract_trafilatura
 from lmforge.data.readers import ReadOptions, read_source
 
 
@@ -60,16 +60,19 @@ def main() -> None:
         "trafilatura, lmforge default (no comments)": lambda h, u: extract_trafilatura(h, url=u),
         "trafilatura, with comments (its default)": lambda h, u: extract_trafilatura(h, url=u, comments=True),
         "trafilatura, favor precision": lambda h, u: extract_trafilatura(h, url=u, favor="precision"),
+        "resiliparse main content (DCLM)": lambda h, u: extract_resiliparse(h),
     }
     print(f"{len(pages)} pages, {sum(len(i['with']) for _, _, i in pages)} with / "
           f"{sum(len(i['without']) for _, _, i in pages)} without snippets\n")
-    print(f"{'method':46s} {'P':>6s} {'R':>6s} {'F1':>6s} {'pages/s':>8s} {'F1 / baseline':>14s}")
+    print(f"{'method':46s} {'P':>6s} {'R':>6s} {'F1':>6s} {'pages/s':>8s} {'F1 / baseline':>14s} "
+          f"{'speed / trafilatura':>20s}")
     base = None
-    for name, fn in methods.items():
-        r = score(pages, fn)
+    results = {name: score(pages, fn) for name, fn in methods.items()}
+    traf = results["trafilatura, lmforge default (no comments)"]["pages_per_s"]
+    for name, r in results.items():
         base = base or r["f1"]
         print(f"{name:46s} {r['precision']:6.3f} {r['recall']:6.3f} {r['f1']:6.3f} {r['pages_per_s']:8.1f} "
-              f"{r['f1'] / base:13.2f}x")
+              f"{r['f1'] / base:13.2f}x {r['pages_per_s'] / traf:19.2f}x")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def make_corpus(out: Path, mb: float) -> int:
     from lmforge.data.document import Document, ShardWriter
 
     src, total, i = _source_docs(), 0, 0
-    with ShardWriter(out, "clean", max_docs=20_000, level=1) as w:
+    with ShardWriter(out, "clean", max_docs=5_000, level=1) as w:  # enough shards to balance 2 ranks
         while total < mb * 1e6:
             text = src[i % len(src)]
             w.write(Document(f"d{i}", text))
@@ -53,12 +53,13 @@ def _peak_rss_mb() -> tuple[float, float]:
     return round(self_, 1), round(kids, 1)
 
 
-def child_stage(data: str, tok: str, workers: int) -> dict:
+def child_stage(data: str, tok: str, workers: int, ranks: int = 1) -> dict:
     from lmforge.config import TokensConfig
     from lmforge.tokens.stage import run_tokenize_stage
 
     with tempfile.TemporaryDirectory() as out:
-        man = run_tokenize_stage(TokensConfig(workers=workers), Path(data), Path(tok), Path(out), progress=False)
+        man = run_tokenize_stage(TokensConfig(workers=workers, ranks=ranks), Path(data), Path(tok), Path(out),
+                                 progress=False)
     rss, kids = _peak_rss_mb()
     return {"mb_s": man["stats"]["mb_per_s"], "bytes": man["stats"]["bytes"], "rss_mb": rss, "workers_rss_mb": kids,
             "tokens": man["splits"]["train"]["tokens"] + man["splits"]["val"]["tokens"]}
@@ -98,11 +99,17 @@ def main() -> None:
     ap.add_argument("--rss-sizes", default="10,40")
     ap.add_argument("--vocab", type=int, default=8192)
     ap.add_argument("--child", nargs="+")
+    ap.add_argument("--no-rss", action="store_true", help="skip the memory table")
+    ap.add_argument("--data", type=Path, default=DATA, help="folder holding tinyshakespeare.txt and langid/")
     a = ap.parse_args()
+    globals()["DATA"] = a.data
     if a.child:
         kind, *rest = a.child
-        res = child_raw(*rest) if kind == "raw" else child_stage(rest[0], rest[1], int(rest[2]))
+        res = child_raw(*rest) if kind == "raw" else child_stage(rest[0], rest[1], int(rest[2]), int(rest[3]))
         print(json.dumps(res))
+        return
+    if not (DATA / "tinyshakespeare.txt").is_file():
+        print(f"no benchmark text at {DATA}: nothing to measure")
         return
     from lmforge.config import TokenizerConfig
     from lmforge.data.document import iter_clean_documents
@@ -116,7 +123,8 @@ def main() -> None:
         d, t = str(tmp / "data"), str(tmp / "tok")
         raw = _child(["raw", d, t])
         raw1 = _child(["raw", d, t], {"RAYON_NUM_THREADS": "1"})
-        st = {w: _child(["stage", d, t, str(w)]) for w in (1, 2)}
+        st = {w: _child(["stage", d, t, str(w), "1"]) for w in (1, 2)}
+        ranks2 = _child(["stage", d, t, "1", "2"])
         print(f"corpus {nbytes / 1e6:.1f} MB, byte-level BPE vocab {a.vocab}, {os.cpu_count()} CPUs")
         print(f"{'run':38s} {'MB/s':>8s} {'vs raw':>8s} {'vs raw 1 thread':>16s}")
         print(f"{'raw encode_batch (HF thread pool)':38s} {raw['mb_s']:8.2f} {1.0:8.2f} "
@@ -125,6 +133,13 @@ def main() -> None:
         for w, r in st.items():
             print(f"{f'stage, {w} worker(s), shards written':38s} {r['mb_s']:8.2f} {r['mb_s'] / raw['mb_s']:8.2f} "
                   f"{r['mb_s'] / raw1['mb_s']:16.2f}")
+        print(f"{'stage, 2 ranks (local processes)':38s} {ranks2['mb_s']:8.2f} {ranks2['mb_s'] / raw['mb_s']:8.2f} "
+              f"{ranks2['mb_s'] / raw1['mb_s']:16.2f}")
+        print(f"2 ranks vs 1 rank: {ranks2['mb_s'] / st[1]['mb_s']:.2f}x (same tokens: "
+              f"{ranks2['tokens'] == st[1]['tokens']}); 1 worker vs raw HF thread pool: "
+              f"{st[1]['mb_s'] / raw['mb_s']:.2f}x")
+    if a.no_rss:
+        return
     print()
     print(f"{'corpus MB':>10s} {'workers':>8s} {'stage MB/s':>11s} {'peak RSS main MB':>17s} "
           f"{'peak RSS worker MB':>19s}")
@@ -135,7 +150,7 @@ def main() -> None:
             train_tokenizer(TokenizerConfig(vocab_size=a.vocab, max_train_bytes=5_000_000),
                             (d.text for d in iter_clean_documents(tmp / "data")), tmp / "tok")
             for w in (1, 2):
-                r = _child(["stage", str(tmp / "data"), str(tmp / "tok"), str(w)])
+                r = _child(["stage", str(tmp / "data"), str(tmp / "tok"), str(w), "1"])
                 print(f"{mb:10.0f} {w:8d} {r['mb_s']:11.2f} {r['rss_mb']:17.1f} {r['workers_rss_mb']:19.1f}")
 
 

@@ -22,7 +22,8 @@ from lmforge import __version__
 from lmforge.config import Config, dump_config, load_config
 from lmforge.errors import LmforgeError
 
-COMMAND_MODULES = ("lmforge.eval.commands", "lmforge.export.commands", "lmforge.monitor.commands")
+COMMAND_MODULES = ("lmforge.eval.commands", "lmforge.export.commands", "lmforge.monitor.commands",
+                   "lmforge.data.commands")
 
 
 def _load(args: argparse.Namespace) -> tuple[Config, Path]:

@@ -9,10 +9,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["merge_data_tasks", "run_data_stage", "run_data_task"]
+_EXPORTS = {"merge_data_tasks": "lmforge.data.executor", "run_data_stage": "lmforge.data.executor",
+            "run_data_task": "lmforge.data.executor", "Filter": "lmforge.data.filters.base",
+            "Step": "lmforge.data.filters.base", "Document": "lmforge.data.document"}
+__all__ = list(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:  # lazy: importing `lmforge.data.config` must not import the stage's code
-    if name in __all__:
-        return getattr(importlib.import_module("lmforge.data.executor"), name)
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'lmforge.data' has no attribute {name!r}")

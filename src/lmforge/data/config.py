@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from lmforge.validate import check as _check
 from lmforge.validate import frac as _frac
 
+EXECUTORS = ("local", "ray", "slurm")
+
 
 @dataclass(kw_only=True)
 class GopherQualityConfig:
@@ -158,6 +160,10 @@ class PerplexityConfig:
     checkpoint, else latest), `RUN/checkpoints/step-N` or `RUN/checkpoints/latest`; the run's
     tokenizer/tokenizer.json is needed too. Perplexity stays word-level (exp(token NLL / words)), so
     `max_perplexity` keeps its meaning. `reference` and `order` are then unused."""
+    kenlm: str | None = None
+    """A KenLM model file (`.arpa` or `.bin`, as CCNet/FineWeb reference models) as the reference:
+    perplexity = 10^(-log10 P(doc) / tokens) over the same words as the n-gram model, </s> counted
+    per line (KenLM's own definition). `pip install 'lmforge[kenlm]'`. `reference`/`order` are then unused."""
     device: str = "cpu"
     """Where the reference model runs: `cpu`, `cuda` or `auto` (with `model` only)."""
     batch_size: int = 16
@@ -169,7 +175,9 @@ class PerplexityConfig:
     def __post_init__(self) -> None:
         _check(1 <= self.order <= 6, "data.perplexity.order", "must be in 1..6")
         _check(self.max_perplexity > 1, "data.perplexity.max_perplexity", "must be > 1")
-        _check(bool(self.reference) or bool(self.model) or not self.enabled, "data.perplexity.reference",
+        _check(not (self.model and self.kenlm), "data.perplexity.kenlm", "set either kenlm or model, not both")
+        _check(bool(self.reference) or bool(self.model) or bool(self.kenlm) or not self.enabled,
+               "data.perplexity.reference",
                "needs at least one input (or set data.perplexity.model)")
         _check(self.model is None or bool(str(self.model).strip()), "data.perplexity.model",
                "must be a path or null")
@@ -195,6 +203,85 @@ class NearDedupConfig:
         _check(1 <= self.ngram <= 64, "data.near_dedup.ngram", "must be in 1..64")
         _check(1 <= self.bands <= 99, "data.near_dedup.bands", "must be in 1..99")
         _check(1 <= self.rows <= 64, "data.near_dedup.rows", "must be in 1..64")
+
+
+@dataclass(kw_only=True)
+class RayConfig:
+    """Rank tasks as Ray tasks (`executor: ray`; `pip install 'lmforge[ray]'`)."""
+
+    address: str | None = None
+    """Cluster to join (`HOST:PORT`, `ray://HOST:PORT` or `auto`); null = start a Ray on this machine for
+    the run. Ray's ports are not loopback-only: on a shared machine, firewall them."""
+    num_cpus: float = 1.0
+    """CPUs reserved per rank task."""
+    memory_gb: float | None = None
+    """Memory reserved per rank task (GB); null = no reservation."""
+    max_retries: int = 3
+    """Attempts after the first when a worker process dies or raises an OSError (a crashed node, a flaky
+    file system); other errors (a bad input under on_error=fail, a bug) stop the stage at once."""
+    local_cpus: int | None = None
+    """CPUs of the Ray started for the run when `address` is null (null = every core)."""
+
+    def __post_init__(self) -> None:
+        _check(self.num_cpus > 0, "ray.num_cpus", "must be > 0")
+        _check(self.memory_gb is None or self.memory_gb > 0, "ray.memory_gb", "must be > 0 or null")
+        _check(self.max_retries >= 0, "ray.max_retries", "must be >= 0")
+        _check(self.local_cpus is None or self.local_cpus >= 1, "ray.local_cpus", "must be >= 1 or null")
+
+
+@dataclass(kw_only=True)
+class SlurmConfig:
+    """Rank tasks as a Slurm job array plus a merge job that depends on it, through submitit
+    (`executor: slurm`; `pip install 'lmforge[slurm]'`). The run directory must be on a file system the
+    nodes share; the command waits for the jobs and prints their progress."""
+
+    partition: str | None = None
+    """`--partition`; null = the cluster's default."""
+    time: int = 60
+    """Time limit of each job, in minutes."""
+    cpus_per_task: int = 1
+    mem: str | None = None
+    """`--mem` of each job, e.g. `8G`; null = the partition's default."""
+    array_parallelism: int = 256
+    """At most this many rank tasks run at once (`--array=0-N%P`)."""
+    extra: dict = field(default_factory=dict)
+    """Further `#SBATCH` options, e.g. `{account: proj, qos: high}`."""
+    max_retries: int = 1
+    """Times a failed rank is resubmitted (finished ranks are kept) before the stage stops."""
+    backend: str = "slurm"
+    """`slurm`, or `local`: the same jobs as processes on this machine (submitit's local executor)."""
+    poll_s: float = 5.0
+    """Seconds between job-state checks."""
+
+    def __post_init__(self) -> None:
+        _check(self.time > 0, "slurm.time", "must be > 0 (minutes)")
+        _check(self.cpus_per_task >= 1, "slurm.cpus_per_task", "must be >= 1")
+        _check(self.array_parallelism >= 1, "slurm.array_parallelism", "must be >= 1")
+        _check(isinstance(self.extra, dict), "slurm.extra", "must be a mapping of sbatch options")
+        _check(self.max_retries >= 0, "slurm.max_retries", "must be >= 0")
+        _check(self.backend in ("slurm", "local"), "slurm.backend", f"must be slurm or local, got {self.backend!r}")
+        _check(self.poll_s > 0, "slurm.poll_s", "must be > 0")
+
+
+@dataclass(kw_only=True)
+class ClassifierConfig:
+    """Content classification with a fastText model (the format of FineWeb-Edu/DCLM-style quality
+    classifiers), e.g. one made by `lmforge classifier train`. `pip install 'lmforge[classifier]'`."""
+
+    enabled: bool = False
+    model: str | None = None
+    """Path of the fastText `.bin` model."""
+    label: str = "hq"
+    """The label whose probability is the score (`__label__` prefix optional)."""
+    min_score: float = 0.5
+    """Reject (`classifier_low_score`) below this probability."""
+    annotate_only: bool = False
+    """Only write the score to `meta` (key `classifier_<label>`); reject nothing."""
+
+    def __post_init__(self) -> None:
+        _check(not self.enabled or bool(self.model), "data.classifier.model", "needs a fastText model file")
+        _frac(self.min_score, "data.classifier.min_score")
+        _check(bool(self.label.strip()), "data.classifier.label", "must not be empty")
 
 
 @dataclass(kw_only=True)
@@ -237,7 +324,9 @@ class DataConfig:
     """Repair mojibake with ftfy ("cafÃ©" -> "café") before NFC."""
     html_extractor: str = "trafilatura"
     """Main-text extraction for HTML pages and WARC responses: `trafilatura` (falls back to selectolax
-    where it finds nothing) or `selectolax` (all body text minus scripts and page chrome; faster)."""
+    where it finds nothing; most accurate), `selectolax` (all body text minus scripts and page chrome;
+    faster) or `resiliparse` (main-content heuristics in C++, DCLM's web-scale choice; fastest,
+    `pip install 'lmforge[resiliparse]'`)."""
     html_favor: str = "balanced"
     """trafilatura's trade-off: `balanced`, `precision` or `recall`."""
     html_comments: bool = False
@@ -250,7 +339,18 @@ class DataConfig:
     perplexity: PerplexityConfig = field(default_factory=PerplexityConfig)
     near_dedup: NearDedupConfig = field(default_factory=NearDedupConfig)
     workers: int = 1
-    """Local worker processes; inputs are split between them by rank (file i goes to rank i % workers)."""
+    """Rank tasks: inputs are split between them (source i goes to rank i % workers); the `executor`
+    runs them. The output is the same for any executor; for another number of ranks only the order
+    of the rejects' files differs."""
+    executor: str = "local"
+    """What runs the rank tasks: `local` (processes on this machine), `ray` (tasks on a Ray cluster, see
+    `ray`) or `slurm` (a job array, see `slurm`)."""
+    ray: RayConfig = field(default_factory=RayConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    extra_steps: list[str | dict] = field(default_factory=list)
+    """Your own steps, after the built-in filters: `"my_pkg.filters:MyFilter"` or
+    `{step: "my_pkg.filters:MyFilter", KEYWORD: VALUE, ...}` (the class is called with the keywords)."""
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     seq_lengths: list[int] = field(default_factory=lambda: [256, 512, 1024, 2048, 4096])
     """Candidate sequence lengths for the report's "fraction of documents that fit" table."""
     tokenizer: str | None = None
@@ -269,9 +369,14 @@ class DataConfig:
         _check(self.on_error in ("skip", "fail"), "data.on_error", f"must be skip or fail, got {self.on_error!r}")
         _check(self.min_words >= 0 and self.max_words >= 0, "data.min_words", "must be >= 0")
         _check(self.max_words == 0 or self.max_words >= self.min_words, "data.max_words", "must be >= data.min_words")
-        _check(self.html_extractor in ("trafilatura", "selectolax"), "data.html_extractor",
-               f"must be trafilatura or selectolax, got {self.html_extractor!r}")
+        _check(self.html_extractor in ("trafilatura", "selectolax", "resiliparse"), "data.html_extractor",
+               f"must be trafilatura, selectolax or resiliparse, got {self.html_extractor!r}")
         _check(self.html_favor in ("balanced", "precision", "recall"), "data.html_favor",
                f"must be balanced, precision or recall, got {self.html_favor!r}")
         _check(self.workers >= 1, "data.workers", "must be >= 1")
+        _check(self.executor in EXECUTORS, "data.executor", f"must be local, ray or slurm, got {self.executor!r}")
+        for i, spec in enumerate(self.extra_steps):
+            target = spec.get("step") if isinstance(spec, dict) else spec
+            _check(isinstance(target, str) and ":" in target, f"data.extra_steps[{i}]",
+                   f"must be 'module:Class' or {{step: 'module:Class', ...keywords}}, got {spec!r}")
         _check(all(n > 0 for n in self.seq_lengths), "data.seq_lengths", "must all be > 0")

@@ -12,6 +12,7 @@ Two phases (see `executor.py` for running them as N processes or N cluster tasks
 
 from __future__ import annotations
 
+import copy
 import itertools
 import sys
 import time
@@ -31,16 +32,18 @@ from lmforge.data.filters.base import Filter, Step
 from lmforge.data.filters.heuristic import GopherQualityFilter, GopherRepetitionFilter, LengthFilter
 from lmforge.data.readers import ReadOptions, read_source
 from lmforge.data.stats import LengthRecorder, build_report, write_report
+from lmforge.data.steps import check_step, load_extra_steps
 from lmforge.errors import DataError
 
 __all__ = ["Filter", "Step", "build_merge_steps", "build_rank_steps"]
 
 
 def build_rank_steps(cfg: DataConfig, perplexity_lm: Callable[[], Any] | None = None,
-                     work_dir: Path | None = None) -> list[Step]:
+                     work_dir: Path | None = None, extra_steps: list[Step] | None = None) -> list[Step]:
     """Steps that see one document at a time (any worker can run them), in order. `perplexity_lm`: a
     zero-argument factory of the perplexity filter's reference model (see `run_data_stage`);
-    `work_dir`: where the dedup signatures go (None: into `meta`, for the in-memory filters)."""
+    `work_dir`: where the dedup signatures go (None: into `meta`, for the in-memory filters);
+    `extra_steps`: the caller's own steps, run after the built-in filters and `data.extra_steps`."""
     steps: list[Step] = [
         HtmlExtract(extractor=cfg.html_extractor, favor=cfg.html_favor, comments=cfg.html_comments),
         CleanStep(fix=cfg.fix_unicode, nfc=cfg.normalize_unicode, control=cfg.strip_control,
@@ -65,6 +68,12 @@ def build_rank_steps(cfg: DataConfig, perplexity_lm: Callable[[], Any] | None = 
         from lmforge.data.filters.perplexity import PerplexityFilter
 
         steps.append(PerplexityFilter(cfg.perplexity, lm_factory=perplexity_lm))
+    if cfg.classifier.enabled:
+        from lmforge.data.filters.classifier import ClassifierFilter
+
+        steps.append(ClassifierFilter(cfg.classifier))
+    steps += load_extra_steps(cfg.extra_steps)
+    steps += [check_step(copy.deepcopy(s), f"extra_steps[{i}]") for i, s in enumerate(extra_steps or [])]
     if cfg.dedup or cfg.near_dedup.enabled:
         steps.append(Signatures(cfg, work_dir))
     return steps
@@ -137,10 +146,13 @@ class Reader(Step):
         self.utf8_replaced = self.utf8_docs = 0
         self.empty_sources: list[str] = []
         self.skipped_records: dict[str, int] = {}
+        self.on_source: Callable[[str], None] | None = None  # told each source before it is read
 
     def documents(self) -> Iterator[Document]:
         st = self.stats
         for index, source in self.sources:
+            if self.on_source is not None:
+                self.on_source(source)
             n0 = st.docs_in
             records = read_source(source, self.opts, self.skipped_records)
             for n in itertools.count():
@@ -171,10 +183,10 @@ class RankTask:
 
     def __init__(self, cfg: DataConfig, sources: list[str], rank: int, world_size: int,
                  sink: Callable[[Document], None], perplexity_lm: Callable[[], Any] | None = None,
-                 work_dir: Path | None = None) -> None:
+                 work_dir: Path | None = None, extra_steps: list[Step] | None = None) -> None:
         mine = [(i, s) for i, s in enumerate(sources) if i % world_size == rank]
         self.reader = Reader(mine, read_options(cfg))
-        self.steps = build_rank_steps(cfg, perplexity_lm, work_dir)
+        self.steps = build_rank_steps(cfg, perplexity_lm, work_dir, extra_steps)
         self.rank, self.world_size = rank, world_size
         for s in (self.reader, *self.steps):
             s.sink = _strip_private(sink)
@@ -239,6 +251,7 @@ ADVICE = {
     "wrong_language": "add the language to data.language.languages",
     "low_language_score": "lower data.language.min_score",
     "perplexity_too_high": "raise data.perplexity.max_perplexity", "no_text": "check the HTML inputs",
+    "classifier_low_score": "lower data.classifier.min_score or set data.classifier.annotate_only=true",
 }
 _PREFIX_ADVICE = {"gopher_": "data.gopher_quality / data.gopher_repetition", "c4_": "data.c4",
                   "fineweb_": "data.fineweb"}

@@ -33,6 +33,7 @@ import zstandard
 
 from lmforge.data.builtin import BUILTIN_STDLIB, BUILTIN_TEXTS, builtin_text_path
 from lmforge.data.document import Document
+from lmforge.data.readers_hf import HF_PREFIX, hf_sources, read_hf
 from lmforge.data.readers_web import read_html, read_warc
 from lmforge.data.zstd_frames import ZstdFrames
 from lmforge.errors import DataError
@@ -89,6 +90,8 @@ def expand_inputs(inputs: list[str]) -> list[str]:
         elif item.startswith("builtin:"):
             raise DataError(f"data.inputs: unknown built-in corpus {item!r} "
                             f"(built in: {', '.join([BUILTIN_STDLIB, *BUILTIN_TEXTS])})")
+        elif item.startswith(HF_PREFIX):  # a Hugging Face dataset: one source per shard
+            out.extend(hf_sources(item))
         elif any(c in item for c in "*?["):
             matches = sorted(p for p in glob.glob(item, recursive=True) if Path(p).is_file() or _broken_link(p))
             if not matches:
@@ -329,6 +332,9 @@ def read_source(source: str, opts: ReadOptions, skipped: dict[str, int] | None =
     src = _Source(source, opts)
     if why := _broken_link(source):
         yield src.error(Document(source, "", {"source": source, "line": 0}), "broken_symlink", why)
+        return
+    if source.startswith(HF_PREFIX):
+        yield from read_hf(source, opts.text_field, opts.id_field, src.error)
         return
     fmt = file_format(source)
     n = 0

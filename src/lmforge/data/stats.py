@@ -141,6 +141,7 @@ def build_report(cfg: DataConfig, states: list[dict[str, Any]], merge_steps: lis
         "shards": shards, "rejected_shards": [f"rejected/{n}" for n in rejected_shards],
         "seconds": round(seconds, 3),
         "docs_per_second": round(reader.docs_in / seconds, 1) if seconds > 0 else 0.0,
+        "rank_peak_rss_mb": round(max((st.get("peak_rss_mb", 0.0) for st in states), default=0.0), 1),
         "plots": [],
     }
 

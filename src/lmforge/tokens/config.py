@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lmforge.data.config import EXECUTORS, RayConfig, SlurmConfig
 from lmforge.validate import check as _check
 
 
@@ -21,8 +22,14 @@ class TokensConfig:
     add_bos: bool = False
     """Prepend <bos> to every document (<eos> is always appended)."""
     workers: int = 1
-    """Encoding worker processes (1 = encode in the stage's process, HF tokenizers still uses its
-    own threads; N > 1 = N spawned processes with one tokenizer thread each)."""
+    """Encoding worker processes per rank task (1 = one encoding thread in the rank's process, HF
+    tokenizers still uses its own threads; N > 1 = N spawned processes with one tokenizer thread each)."""
+    ranks: int = 1
+    """Rank tasks: clean shard i is tokenized by rank i % ranks; the tokens are the same for any number."""
+    executor: str = "local"
+    """What runs the rank tasks: `local` (processes here), `ray` or `slurm` (see `data.executor`)."""
+    ray: RayConfig = field(default_factory=RayConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
     batch_bytes: int = 1_000_000
     """UTF-8 bytes of text per `encode_batch` call (one task per worker); bounds the stage's memory."""
     packing: str = "concat"
@@ -53,6 +60,8 @@ class TokensConfig:
         _check(0.0 < self.val_fraction < 1.0, "tokens.val_fraction", "must be in (0, 1)")
         _check(self.shard_tokens >= 1024, "tokens.shard_tokens", "must be >= 1024")
         _check(self.workers >= 1, "tokens.workers", "must be >= 1")
+        _check(self.ranks >= 1, "tokens.ranks", "must be >= 1")
+        _check(self.executor in EXECUTORS, "tokens.executor", f"must be local, ray or slurm, got {self.executor!r}")
         _check(self.batch_bytes >= 1, "tokens.batch_bytes", "must be >= 1")
         _check(self.packing in ("concat", "best_fit", "budget"), "tokens.packing",
                f"must be concat, best_fit or budget, got {self.packing!r}")

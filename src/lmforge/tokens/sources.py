@@ -32,6 +32,24 @@ class SourceTags:
     def add(self, split: str, tag: int) -> None:
         self.ids[split].append(tag)
 
+    def save_unit(self, folder: Any, suffix: str) -> list[str]:
+        """One rank task's tags for one clean shard: sources-<split>-<suffix>.npy in `folder`; returns
+        the names the ids index (for `merge_unit`)."""
+        from pathlib import Path
+
+        for split, ids in self.ids.items():
+            np.save(Path(folder) / f"sources-{split}-{suffix}.npy", np.asarray(ids, dtype=np.uint32))
+        return list(self.names)
+
+    def merge_unit(self, folder: Any, suffix: str, names: list[str]) -> None:
+        """Append what `save_unit` wrote, its ids mapped onto this table's names."""
+        from pathlib import Path
+
+        remap = np.asarray([self.names.setdefault(n, len(self.names)) for n in names] or [0], dtype=np.int64)
+        for split in self.ids:
+            ids = np.load(Path(folder) / f"sources-{split}-{suffix}.npy", allow_pickle=False)
+            self.ids[split].extend(remap[ids.astype(np.int64)].tolist())
+
     def move(self, src_split: str, index: int, dst_split: str) -> None:
         """The stage moved document `index` of `src_split` to the end of `dst_split`."""
         self.ids[dst_split].append(self.ids[src_split].pop(index))

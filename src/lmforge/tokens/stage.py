@@ -1,5 +1,12 @@
-"""Stage 3 body: stream clean documents, encode them in batches (optionally in worker processes),
-split train/val by a hash of the document id and write token shards + `manifest.json`.
+"""Stage 3: stream clean documents, encode them in batches, split train/val by a hash of the document
+id and write token shards + `manifest.json`.
+
+The stage runs as `tokens.ranks` rank tasks on `tokens.executor` (local processes, Ray tasks or a Slurm
+array, like the data stage): clean shard i goes to rank i % ranks, which writes that shard's train and
+val token shards in its folder (`OUT/_work/rank-R/`) with a completion marker. The merge renames them,
+in clean-shard order, to `train-NNNNN` / `val-NNNNN` and writes the manifest, so the tokens and the
+split are identical for any number of ranks. Inside a rank, `tokens.workers` > 1 encodes in that many
+processes; with 1, one thread encodes (HF tokenizers' own thread pool) while this one reads and writes.
 
 Memory stays flat in corpus size: documents are read as a stream, at most `2 * workers` batches of
 `batch_bytes` text are in flight, and shard writers keep only the current shard's offsets.
@@ -7,30 +14,37 @@ Memory stays flat in corpus size: documents are read as a stream, at most `2 * w
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import multiprocessing as mp
 import os
 import resource
+import shutil
 import sys
 import time
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lmforge.data.document import iter_clean_documents
+from lmforge.configtools import fingerprint
+from lmforge.data.document import clean_shards, read_shard
+from lmforge.data.executors import RankJob, run_job
+from lmforge.data.executors.base import mark_reading
 from lmforge.errors import DataError
-from lmforge.io import atomic_write_json
+from lmforge.io import atomic_write_json, is_complete, write_marker
 from lmforge.tokenizer.core import Tokenizer, load_tokenizer
 from lmforge.tokens.config import TokensConfig
 from lmforge.tokens.format import HEADER, ShardHeader, dtype_for_vocab, write_shard
-from lmforge.tokens.shards import MANIFEST, TokenShardWriter, split_summary
+from lmforge.tokens.shards import MANIFEST, SPLITS, TokenShardWriter, split_summary
 from lmforge.tokens.sources import SourceTags
 
+WORK = "_work"
 _worker_tok: Tokenizer | None = None
 
 
@@ -69,16 +83,15 @@ def _encode_in_worker(texts: list[str], add_bos: bool) -> tuple[np.ndarray, np.n
     return encode_docs(_worker_tok, texts, add_bos)
 
 
-def _batches(data_dir: Path, cfg: TokensConfig, tags: SourceTags) -> Iterator[tuple[list, list, list[int]]]:
-    """(ids, texts, utf8 sizes) batches of about `cfg.batch_bytes` bytes of text; each id is
-    (document id, source tag) (the tag: `tokens.mix_field` of the document, for mixtures)."""
+def _batches(shard: Path, cfg: TokensConfig, tags: SourceTags) -> Iterator[tuple[list, list[str], list[int]]]:
+    """(ids, texts, utf8 sizes) batches of about `cfg.batch_bytes` bytes of text from one clean shard."""
     ids: list[tuple[str, int]] = []
     texts: list[str] = []
     sizes: list[int] = []
     total = 0
-    for doc in iter_clean_documents(data_dir):
-        n = len(doc.text.encode("utf-8", "surrogatepass"))
-        ids.append((doc.id, tags.tag(doc.meta)))
+    for doc in read_shard(shard):
+        n = len(doc.text) if doc.text.isascii() else len(doc.text.encode("utf-8", "surrogatepass"))
+        ids.append((doc.id, tags.tag(doc.meta)))  # (id, source tag) for tokens.mix
         texts.append(doc.text)
         sizes.append(n)
         total += n
@@ -90,25 +103,27 @@ def _batches(data_dir: Path, cfg: TokensConfig, tags: SourceTags) -> Iterator[tu
 
 
 class _Splitter:
-    """Routes encoded documents to the train/val writers; remembers the train document with the
-    smallest hash so a corpus whose hashes put nothing in val can still get one val document."""
+    """Routes encoded documents to the train/val writers (`split_of`); remembers the train document
+    with the smallest hash so a corpus whose hashes put nothing in val can still get one val document."""
 
     def __init__(self, cfg: TokensConfig, writers: dict[str, TokenShardWriter], tags: SourceTags) -> None:
         self.cfg, self.writers, self.tags = cfg, writers, tags
-        self.best: tuple[float, int, int, np.ndarray, int, int] | None = None
+        self.best: tuple[float, int, int, int] | None = None  # (hash, shard, doc, bytes)
         self.docs = {"train": 0, "val": 0}
+
+    def split_of(self, doc_id: str) -> tuple[str, float]:
+        h = split_hash(doc_id, self.cfg.split_seed)
+        return ("val" if h < self.cfg.val_fraction else "train"), h
 
     def add(self, doc_ids: list[tuple[str, int]], sizes: list[int], flat: np.ndarray, lengths: np.ndarray) -> None:
         starts = np.concatenate([[0], np.cumsum(lengths)])
         for i, (doc_id, tag) in enumerate(doc_ids):
-            h = split_hash(doc_id, self.cfg.split_seed)
-            split = "val" if h < self.cfg.val_fraction else "train"
-            toks = flat[starts[i]: starts[i + 1]]
-            shard, n = self.writers[split].add(toks, sizes[i])
+            split, h = self.split_of(doc_id)
+            shard, n = self.writers[split].add(flat[starts[i]: starts[i + 1]], sizes[i])
             self.tags.add(split, tag)
-            if split == "train" and (self.best is None or h < self.best[0]):
-                self.best = (h, shard, n, toks.copy(), sizes[i], self.docs["train"])
             self.docs[split] += 1
+            if split == "train" and (self.best is None or h < self.best[0]):
+                self.best = (h, shard, n, sizes[i])
 
 
 def _remove_doc(out_dir: Path, rec: dict[str, Any], doc_no: int, nbytes: int, fp: str, vocab: int) -> bool:
@@ -134,16 +149,23 @@ def _remove_doc(out_dir: Path, rec: dict[str, Any], doc_no: int, nbytes: int, fp
     return True
 
 
-def _encoded(cfg: TokensConfig, tok: Tokenizer, data_dir: Path, pool: ProcessPoolExecutor | None,
+def _doc_tokens(out_dir: Path, rec: dict[str, Any], doc_no: int, vocab: int) -> np.ndarray:
+    offsets = np.fromfile(out_dir / f"{rec['name']}.idx", dtype="<i8", offset=HEADER.size)
+    tokens = np.fromfile(out_dir / f"{rec['name']}.bin", dtype=dtype_for_vocab(vocab))
+    return tokens[int(offsets[doc_no]): int(offsets[doc_no + 1])].copy()
+
+
+def _encoded(cfg: TokensConfig, tok: Tokenizer, shard: Path, pool: Executor,
              tags: SourceTags) -> Iterator[tuple[list, list, np.ndarray, np.ndarray]]:
-    """Encoded batches in corpus order; with a pool, at most 2 * workers batches are in flight."""
-    if pool is None:
-        for ids, texts, sizes in _batches(data_dir, cfg, tags):
-            yield ids, sizes, *encode_docs(tok, texts, cfg.add_bos)
-        return
+    """Encoded batches in corpus order, at most 2 * workers batches in flight (reading, splitting and
+    writing here overlap with encoding in the pool)."""
     pending: deque = deque()
-    for ids, texts, sizes in _batches(data_dir, cfg, tags):
-        pending.append((ids, sizes, pool.submit(_encode_in_worker, texts, cfg.add_bos)))
+    for ids, texts, sizes in _batches(shard, cfg, tags):
+        if isinstance(pool, ThreadPoolExecutor):
+            fut = pool.submit(encode_docs, tok, texts, cfg.add_bos)
+        else:
+            fut = pool.submit(_encode_in_worker, texts, cfg.add_bos)
+        pending.append((ids, sizes, fut))
         if len(pending) >= 2 * cfg.workers:
             ids0, sizes0, res = pending.popleft()
             yield ids0, sizes0, *res.result()
@@ -152,17 +174,20 @@ def _encoded(cfg: TokensConfig, tok: Tokenizer, data_dir: Path, pool: ProcessPoo
         yield ids0, sizes0, *res.result()
 
 
-def _encode_all(cfg: TokensConfig, tok: Tokenizer, data_dir: Path, splitter: _Splitter, progress: bool) -> int:
-    """Encode the corpus into the splitter's writers; returns the UTF-8 bytes read."""
-    from tqdm import tqdm
+def _pool(cfg: TokensConfig, tok: Tokenizer) -> Executor:
+    if cfg.workers == 1:  # HF's encode_batch releases the GIL: one encoding thread, this one reads/writes
+        return ThreadPoolExecutor(1)
+    # spawn: safe with the tokenizers thread pool; one rayon thread per worker
+    return ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                               initargs=(str(tok.path),))
 
-    pool, nbytes = None, 0
-    if cfg.workers > 1:  # spawn: safe with the tokenizers thread pool; one rayon thread per worker
-        pool = ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                   initargs=(str(tok.path),))
-    bar = tqdm(desc="tokenize", unit="B", unit_scale=True, unit_divisor=1000, disable=not progress)
+
+def _encode_shard(cfg: TokensConfig, tok: Tokenizer, shard: Path, splitter: _Splitter, pool: Executor,
+                  bar: Any) -> int:
+    """Encode one clean shard into the splitter's writers; returns the UTF-8 bytes read."""
+    nbytes = 0
     try:
-        for ids, sizes, flat, lengths in _encoded(cfg, tok, data_dir, pool, splitter.tags):
+        for ids, sizes, flat, lengths in _encoded(cfg, tok, shard, pool, splitter.tags):
             splitter.add(ids, sizes, flat, lengths)
             nbytes += sum(sizes)
             bar.update(sum(sizes))
@@ -174,15 +199,120 @@ def _encode_all(cfg: TokensConfig, tok: Tokenizer, data_dir: Path, splitter: _Sp
                             "the calling script cannot be re-imported by `spawn` (guard it with "
                             "`if __name__ == '__main__':`); set tokens.workers=1 to encode in-process") from e
         raise
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
     return nbytes
 
 
+def _rank_dir(out_dir: Path, rank: int) -> Path:
+    return Path(out_dir) / WORK / f"rank-{rank:05d}"
+
+
+def _task_fingerprint(cfg: TokensConfig, shards: list[Path], tok: Tokenizer, rank: int, world: int) -> str:
+    mine = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for i, p in enumerate(shards) if i % world == rank]
+    return fingerprint(cfg, tok.fingerprint, len(shards), mine, rank, world)
+
+
+def run_tokenize_task(cfg: TokensConfig, data_dir: str | Path, tokenizer_dir: str | Path, out_dir: str | Path, *,
+                      rank: int, world_size: int, progress: bool = False) -> bool:
+    """Rank `rank` of `world_size`: encode clean shards i % world_size == rank into token shards in the
+    rank's folder. Returns False when the rank was already complete."""
+    from tqdm import tqdm
+
+    if world_size > 1:  # ranks share the machine's cores (set before the tokenizer's thread pool starts)
+        os.environ.setdefault("RAYON_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // world_size)))
+    shards, tok, d = clean_shards(data_dir), load_tokenizer(tokenizer_dir), _rank_dir(Path(out_dir), rank)
+    fp = _task_fingerprint(cfg, shards, tok, rank, world_size)
+    if is_complete(d, fp):
+        return False
+    shutil.rmtree(d, ignore_errors=True)  # a crashed attempt: start the rank again
+    d.mkdir(parents=True)
+    state: dict[str, Any] = {"units": {}, "best": None, "bytes": 0, "docs": {"train": 0, "val": 0}}
+    pool = _pool(cfg, tok)
+    bar = tqdm(desc=f"tokenize rank {rank}" if world_size > 1 else "tokenize", unit="B", unit_scale=True,
+               unit_divisor=1000, disable=not progress, file=sys.stderr)
+    try:
+        for i, shard in enumerate(shards):
+            if i % world_size != rank:
+                continue
+            mark_reading(d, str(shard))
+            writers = {s: TokenShardWriter(d, f"{s}-{i:05d}", shard_tokens=cfg.shard_tokens,
+                                           fingerprint=tok.fingerprint, vocab_size=tok.vocab_size) for s in SPLITS}
+            splitter = _Splitter(cfg, writers, SourceTags(cfg.mix_field))
+            state["bytes"] += _encode_shard(cfg, tok, shard, splitter, pool, bar)
+            state["units"][str(i)] = {s: writers[s].close() for s in SPLITS}
+            state["units"][str(i)]["sources"] = splitter.tags.save_unit(d, f"{i:05d}")
+            for s in SPLITS:
+                state["docs"][s] += splitter.docs[s]
+            if splitter.best and (state["best"] is None or splitter.best[0] < state["best"][0]):
+                state["best"] = [*splitter.best[:1], i, *splitter.best[1:]]  # (hash, unit, shard, doc, bytes)
+    finally:
+        bar.close()
+        pool.shutdown(wait=True, cancel_futures=True)
+    state["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    atomic_write_json(d / "state.json", state)
+    write_marker(d, fp, rank=rank, world_size=world_size)
+    return True
+
+
+def _collect(out_dir: Path, states: list[dict[str, Any]], world: int) -> tuple[dict[str, list], dict]:
+    """Move every rank's shards into `out_dir` as train-NNNNN / val-NNNNN, in clean-shard order.
+    Returns the records per split and where each (unit, split, shard) went."""
+    owner = {int(u): r for r, st in enumerate(states) for u in st["units"]}
+    recs: dict[str, list] = {s: [] for s in SPLITS}
+    where: dict[tuple[int, str, int], int] = {}
+    for u in sorted(owner):
+        src = _rank_dir(out_dir, owner[u])
+        for s in SPLITS:
+            for k, rec in enumerate(states[owner[u]]["units"][str(u)][s]):
+                name = f"{s}-{len(recs[s]):05d}"
+                for ext in (".bin", ".idx"):
+                    os.replace(src / f"{rec['name']}{ext}", out_dir / f"{name}{ext}")
+                where[(u, s, k)] = len(recs[s])
+                recs[s].append({**rec, "name": name})
+    return recs, where
+
+
+def merge_tokenize_tasks(cfg: TokensConfig, data_dir: str | Path, tokenizer_dir: str | Path, out_dir: str | Path,
+                         world_size: int, *, progress: bool = True, started: float | None = None) -> dict[str, Any]:
+    """Needs every rank's marker: moves the ranks' shards into place, guarantees a val document and
+    writes the manifest (returned)."""
+    out_dir, tok, shards = Path(out_dir), load_tokenizer(tokenizer_dir), clean_shards(data_dir)
+    dirs = [_rank_dir(out_dir, r) for r in range(world_size)]
+    missing = [r for r, d in enumerate(dirs) if not is_complete(d, _task_fingerprint(cfg, shards, tok, r, world_size))]
+    if missing:
+        raise DataError(f"tokenize ranks {missing} of {world_size} have not finished (or ran with another config)")
+    states = [json.loads((d / "state.json").read_text()) for d in dirs]
+    recs, where = _collect(out_dir, states, world_size)
+    tags = SourceTags(cfg.mix_field)  # each document's source, in the merged shards' order (as _collect)
+    owner = {int(u): r for r, st in enumerate(states) for u in st["units"]}
+    for u in sorted(owner):
+        tags.merge_unit(dirs[owner[u]], f"{u:05d}", states[owner[u]]["units"][str(u)]["sources"])
+    total_docs = sum(st["docs"]["train"] + st["docs"]["val"] for st in states)
+    if total_docs == 0:
+        raise DataError(f"no clean documents in {data_dir}: run the data stage first and check data/report.md")
+    moved = False
+    if not recs["val"] and total_docs >= 2:  # guarantee a validation document, chosen by the same hash order
+        _, unit, shard, doc_no, size = min(st["best"] for st in states if st["best"])
+        pos = where[(unit, "train", shard)]
+        rec = recs["train"][pos]
+        tags.move("train", sum(r["docs"] for r in recs["train"][:pos]) + doc_no, "val")
+        writer = TokenShardWriter(out_dir, "val", shard_tokens=cfg.shard_tokens, fingerprint=tok.fingerprint,
+                                  vocab_size=tok.vocab_size)
+        writer.add(_doc_tokens(out_dir, rec, doc_no, tok.vocab_size), size)
+        recs["val"] = writer.close()
+        if not _remove_doc(out_dir, rec, doc_no, size, tok.fingerprint, tok.vocab_size):
+            recs["train"].remove(rec)
+        moved = True
+    elapsed = time.time() - started if started is not None else 0.0
+    manifest = _manifest(cfg, tok, recs["train"], recs["val"], moved, sum(st["bytes"] for st in states), elapsed,
+                         max(st["peak_rss_mb"] for st in states))
+    manifest["sources"] = tags.write(out_dir)  # per-document source, for tokens.mix
+    atomic_write_json(out_dir / MANIFEST, manifest)
+    shutil.rmtree(out_dir / WORK, ignore_errors=True)
+    return manifest
+
+
 def _manifest(cfg: TokensConfig, tok: Tokenizer, train: list, val: list, moved: bool, nbytes: int,
-              elapsed: float) -> dict[str, Any]:
+              elapsed: float, rank_rss_mb: float) -> dict[str, Any]:
     overhead = 1 + int(cfg.add_bos)
     # Linux, KiB. RUSAGE_CHILDREN = the largest finished child (the workers; a forked child starts
     # at its parent's size before exec, so this is an upper bound)
@@ -195,6 +325,7 @@ def _manifest(cfg: TokensConfig, tok: Tokenizer, train: list, val: list, moved: 
         "splits": {"train": split_summary(train, overhead), "val": split_summary(val, overhead)},
         "stats": {"elapsed_s": round(elapsed, 3), "bytes": nbytes,
                   "mb_per_s": round(nbytes / 1e6 / max(elapsed, 1e-9), 3), "workers": cfg.workers,
+                  "ranks": cfg.ranks, "executor": cfg.executor, "rank_peak_rss_mb": round(rank_rss_mb, 1),
                   "peak_rss_mb": rss(resource.RUSAGE_SELF), "peak_rss_workers_mb": rss(resource.RUSAGE_CHILDREN)},
     }
     # bytes of text per token, specials excluded: the tokenizer's compression on held-out text
@@ -202,33 +333,27 @@ def _manifest(cfg: TokensConfig, tok: Tokenizer, train: list, val: list, moved: 
     return manifest
 
 
+def tokenize_job(cfg: TokensConfig, data_dir: str | Path, tokenizer_dir: str | Path, out_dir: str | Path, *,
+                 progress: bool) -> RankJob:
+    """The tokenize stage as a RankJob: `tokens.ranks` rank tasks, then the merge."""
+    world, local = cfg.ranks, cfg.executor == "local"
+    args = (cfg, str(data_dir), str(tokenizer_dir), str(out_dir))
+    merge = functools.partial(merge_tokenize_tasks, *args, world, progress=progress and local, started=time.time())
+    return RankJob("tokenize", run_tokenize_task, args, world, merge, (), Path(out_dir) / WORK, progress=progress,
+                   kwargs={"progress": progress and local and world == 1})
+
+
 def run_tokenize_stage(cfg: TokensConfig, data_dir: str | Path, tokenizer_dir: str | Path, out_dir: str | Path, *,
                        progress: bool = True) -> dict[str, Any]:
-    """Stage 3: clean documents -> train/val token shards + manifest.json. Returns the manifest."""
+    """Stage 3: clean documents -> train/val token shards + manifest.json, as `cfg.ranks` rank tasks on
+    `cfg.executor`. Returns the manifest."""
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    tok = load_tokenizer(tokenizer_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    writers = {s: TokenShardWriter(out_dir, s, shard_tokens=cfg.shard_tokens, fingerprint=tok.fingerprint,
-                                   vocab_size=tok.vocab_size) for s in ("train", "val")}
-    splitter = _Splitter(cfg, writers, SourceTags(cfg.mix_field))
-    t0 = time.perf_counter()
-    nbytes = _encode_all(cfg, tok, data_dir, splitter, progress)
-    train, val = writers["train"].close(), writers["val"].close()
-    total_docs = splitter.docs["train"] + splitter.docs["val"]
-    if total_docs == 0:
+    load_tokenizer(tokenizer_dir)  # a missing tokenizer is named here, before any task starts
+    if not clean_shards(data_dir):
         raise DataError(f"no clean documents in {data_dir}: run the data stage first and check data/report.md")
-    moved = False
-    if not val and total_docs >= 2:  # guarantee a validation document, chosen by the same hash order
-        _, shard, doc_no, toks, size, train_no = splitter.best
-        writers["val"].add(toks, size)
-        splitter.tags.move("train", train_no, "val")
-        val = writers["val"].close()
-        if not _remove_doc(out_dir, train[shard], doc_no, size, tok.fingerprint, tok.vocab_size):
-            train.pop(shard)
-        moved = True
-    manifest = _manifest(cfg, tok, train, val, moved, nbytes, time.perf_counter() - t0)
-    manifest["sources"] = splitter.tags.write(out_dir)  # per-document source, for tokens.mix
-    atomic_write_json(out_dir / MANIFEST, manifest)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = run_job(tokenize_job(cfg, data_dir, tokenizer_dir, out_dir, progress=progress), cfg.executor,
+                       ray=cfg.ray, slurm=cfg.slurm, workers=cfg.ranks)
     if progress:
         sp = manifest["splits"]
         print(f"tokenize: train {sp['train']['docs']} docs / {sp['train']['tokens']} tokens, val {sp['val']['docs']} "

@@ -11,7 +11,8 @@ model; without it every unknown word would look alike and gibberish would score 
 rejects documents whose perplexity exceeds `max_perplexity` (`perplexity_too_high`) and stores
 `meta.perplexity` (null when infinite).
 
-With `data.perplexity.model` the reference is an lmforge checkpoint instead
+With `data.perplexity.kenlm` the reference is a KenLM model file (`KenLMScorer`); with
+`data.perplexity.model` the reference is an lmforge checkpoint instead
 (`lmforge.eval.docscore.CheckpointScorer`, injected as a factory): the same word-level perplexity,
 exp(total NLL / words), so one threshold means the same for both.
 """
@@ -134,6 +135,27 @@ def _reference_texts(cfg: PerplexityConfig) -> Iterable[str]:
                 return
 
 
+class KenLMScorer:
+    """A KenLM model file (`.arpa` or `.bin`) as the reference, with the built-in model's definition:
+    the same lowercased word tokens as one sentence with <s> ... </s>, perplexity =
+    10^(-log10 P / (words + 1)) = exp(-ln P / (words + 1))."""
+
+    def __init__(self, path: str) -> None:
+        try:
+            import kenlm
+        except ImportError as e:
+            raise ConfigError("data.perplexity.kenlm needs the kenlm package: pip install 'lmforge[kenlm]' "
+                              "(it builds from source: needs a C++ compiler, cmake not required)") from e
+        try:
+            self.model = kenlm.Model(str(path))
+        except (OSError, RuntimeError) as e:
+            raise ConfigError(f"data.perplexity.kenlm: cannot load {path} as a KenLM model ({e})") from e
+
+    def perplexity(self, text: str) -> float:
+        words = tokenize(text)
+        return 10.0 ** (-self.model.score(" ".join(words), bos=True, eos=True) / (len(words) + 1))
+
+
 class DocumentScorer(Protocol):
     """What the filter needs of a reference model; `perplexities` (optional) scores a batch."""
 
@@ -162,6 +184,8 @@ class PerplexityFilter(Filter):
             raise ConfigError(f"data.perplexity.model is set ({self.cfg.model}) but no model factory was passed: "
                               "run the stage through lmforge.run.run_data / `lmforge data`, or pass "
                               "perplexity_lm=lmforge.eval.docscore.doc_scorer_factory(path)")
+        if lm is None and self.cfg.kenlm:
+            lm = KenLMScorer(self.cfg.kenlm)
         self.lm = lm or NGramLM.train(_reference_texts(self.cfg), order=self.cfg.order)
         self._batch = getattr(self.lm, "perplexities", None)
 
