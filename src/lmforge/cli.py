@@ -94,6 +94,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
         run.run_tokenizer(cfg, run_dir, force=True)
     elif args.command == "tokenize":
         run.run_tokenize(cfg, run_dir, force=True)
+        run.run_eval_sets(cfg, run_dir, force=True)  # the named held-out sets (eval.sets), same tokenizer
     elif args.command == "train":
         summary = run.run_train(cfg, run_dir, resume=args.resume)
         if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary

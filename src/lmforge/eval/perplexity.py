@@ -171,7 +171,8 @@ def _val_strata(model, tokenizer, run_dir: Path, run_cfg, cfg: EvalConfig, repor
         report["strata_note"] = "no clean data in the run directory: strata skipped"
         return
     t = run_cfg.tokens
-    docs = val_documents(data_dir, val_fraction=t.val_fraction, split_seed=t.split_seed)
+    docs = val_documents(data_dir, val_fraction=t.val_fraction, split_seed=t.split_seed,
+                          val_split=t.val_split)
     if report.get("val_docs") is not None:
         docs = docs[:report["val_docs"]]  # the documents the split figures cover (eval.max_batches)
     encoded = encode_like_tokens_stage(tokenizer, docs, t.add_bos)
@@ -260,6 +261,7 @@ def evaluate_run(run_dir: Path, *, checkpoint: str = "best", cfg: EvalConfig | N
         report.update(figures)
         if cfg.stratify:
             _val_strata(model, tokenizer, run_dir, run_cfg, cfg, report, split_scores)
+    _named_sets(model, tokenizer, run_dir, cfg, run_cfg is not None, report)
     if data is not None:
         add_bos = bool(run_cfg is not None and run_cfg.tokens.add_bos)
         report["data"] = evaluate_file(model, tokenizer, Path(data), cfg, add_bos=add_bos, txt_mode=txt_mode)
@@ -271,6 +273,16 @@ def evaluate_run(run_dir: Path, *, checkpoint: str = "best", cfg: EvalConfig | N
         report.update(_samples_and_diversity(model, tokenizer, run_dir, cfg, step, device or _default_device()))
     write_report(run_dir / "eval", report)
     return report
+
+
+def _named_sets(model, tokenizer, run_dir: Path, cfg: EvalConfig, configured: bool, report: dict[str, Any]) -> None:
+    """`report["sets"]`: the run's split and every named set (`eval.sets`), one table each."""
+    from lmforge.eval.sets import score_sets, with_split
+
+    report.update(score_sets(model, tokenizer, run_dir, cfg, configured=configured))
+    with_split(report, cfg.select_by)
+    if not report["sets"]:
+        report.pop("sets")
 
 
 def _info_summary(which: str, info: Any) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Stage 3 body: stream clean documents, encode them in batches (optionally in worker processes),
-split train/val by a hash of the document id and write token shards + `manifest.json`.
+split train/val (`tokens.split`: a hash of the document id, or each source's tail) and write
+token shards + `manifest.json`.
 
 Memory stays flat in corpus size: documents are read as a stream, at most `2 * workers` batches of
 `batch_bytes` text are in flight, and shard writers keep only the current shard's offsets.
@@ -7,7 +8,6 @@ Memory stays flat in corpus size: documents are read as a stream, at most `2 * w
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing as mp
 import os
 import resource
@@ -29,14 +29,9 @@ from lmforge.tokenizer.core import Tokenizer, load_tokenizer
 from lmforge.tokens.config import TokensConfig
 from lmforge.tokens.format import HEADER, ShardHeader, dtype_for_vocab, write_shard
 from lmforge.tokens.shards import MANIFEST, TokenShardWriter, split_summary
+from lmforge.tokens.split import routed_documents, split_hash
 
 _worker_tok: Tokenizer | None = None
-
-
-def split_hash(doc_id: str, seed: int) -> float:
-    """Deterministic value in [0, 1) for a document id; documents below val_fraction go to val."""
-    digest = hashlib.blake2b(f"{seed}\0{doc_id}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "little") / 2.0**64
 
 
 def encode_docs(tok: Tokenizer, texts: list[str], add_bos: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -69,14 +64,15 @@ def _encode_in_worker(texts: list[str], add_bos: bool) -> tuple[np.ndarray, np.n
 
 
 def _batches(data_dir: Path, cfg: TokensConfig) -> Iterator[tuple[list[str], list[str], list[int]]]:
-    """(ids, texts, utf8 sizes) batches of about `cfg.batch_bytes` bytes of text."""
-    ids: list[str] = []
+    """(ids, texts, utf8 sizes) batches of about `cfg.batch_bytes` bytes of text. An id is a
+    (document id, split) pair: the split is None when the hash decides (`tokens.split`)."""
+    ids: list = []
     texts: list[str] = []
     sizes: list[int] = []
     total = 0
-    for doc in iter_clean_documents(data_dir):
+    for doc, split in routed_documents(lambda: iter_clean_documents(data_dir), cfg):
         n = len(doc.text.encode("utf-8", "surrogatepass"))
-        ids.append(doc.id)
+        ids.append((doc.id, split))
         texts.append(doc.text)
         sizes.append(n)
         total += n
@@ -96,15 +92,16 @@ class _Splitter:
         self.best: tuple[float, int, int, np.ndarray, int] | None = None
         self.docs = {"train": 0, "val": 0}
 
-    def add(self, doc_ids: list[str], sizes: list[int], flat: np.ndarray, lengths: np.ndarray) -> None:
+    def add(self, doc_ids: list[tuple[str, str | None]], sizes: list[int], flat: np.ndarray,
+            lengths: np.ndarray) -> None:
         starts = np.concatenate([[0], np.cumsum(lengths)])
-        for i, doc_id in enumerate(doc_ids):
+        for i, (doc_id, given) in enumerate(doc_ids):
             h = split_hash(doc_id, self.cfg.split_seed)
-            split = "val" if h < self.cfg.val_fraction else "train"
+            split = given or ("val" if h < self.cfg.val_fraction else "train")
             toks = flat[starts[i]: starts[i + 1]]
             shard, n = self.writers[split].add(toks, sizes[i])
             self.docs[split] += 1
-            if split == "train" and (self.best is None or h < self.best[0]):
+            if split == "train" and given is None and (self.best is None or h < self.best[0]):
                 self.best = (h, shard, n, toks.copy(), sizes[i])
 
 
@@ -188,7 +185,8 @@ def _manifest(cfg: TokensConfig, tok: Tokenizer, train: list, val: list, moved: 
         "format": "lmforge-tokens", "version": 1, "tokenizer_fingerprint": tok.fingerprint,
         "vocab_size": tok.vocab_size, "dtype": str(dtype_for_vocab(tok.vocab_size).name),
         "eos_id": tok.eos_id, "bos_id": tok.bos_id, "pad_id": tok.pad_id, "add_bos": cfg.add_bos,
-        "val_fraction": cfg.val_fraction, "split_seed": cfg.split_seed, "val_doc_forced": moved,
+        "val_fraction": cfg.val_fraction, "val_split": cfg.val_split, "split_seed": cfg.split_seed,
+        "val_doc_forced": moved,
         "splits": {"train": split_summary(train, overhead), "val": split_summary(val, overhead)},
         "stats": {"elapsed_s": round(elapsed, 3), "bytes": nbytes,
                   "mb_per_s": round(nbytes / 1e6 / max(elapsed, 1e-9), 3), "workers": cfg.workers,
@@ -215,7 +213,8 @@ def run_tokenize_stage(cfg: TokensConfig, data_dir: str | Path, tokenizer_dir: s
     if total_docs == 0:
         raise DataError(f"no clean documents in {data_dir}: run the data stage first and check data/report.md")
     moved = False
-    if not val and total_docs >= 2:  # guarantee a validation document, chosen by the same hash order
+    # guarantee a validation document, chosen by the same hash order (hash split only)
+    if not val and total_docs >= 2 and splitter.best is not None:
         _, shard, doc_no, toks, size = splitter.best
         writers["val"].add(toks, size)
         val = writers["val"].close()
