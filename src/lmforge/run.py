@@ -172,8 +172,14 @@ def run_train(cfg: Config, run_dir: Path, *, resume: str | None = None) -> dict[
     from lmforge.train.build import train
     from lmforge.train.distributed import destroy
 
+    extra = []
+    if cfg.eval.tasks and cfg.eval.tasks_every:  # lm-eval benchmarks in the loop (train may not import eval)
+        from lmforge.eval.lmeval import TasksCallback
+        from lmforge.tokenizer import load_tokenizer
+
+        extra.append(TasksCallback(cfg.eval, load_tokenizer(run_dir / "tokenizer")))
     try:
-        return train(cfg, run_dir, resume=resume)
+        return train(cfg, run_dir, resume=resume, extra_callbacks=extra)
     finally:
         destroy()  # under torchrun: release the process group train() leaves for its callers
 

@@ -233,12 +233,15 @@ def _overfitting(run_dir: Path, cfg: EvalConfig) -> dict[str, Any] | None:
 
 
 def evaluate_run(run_dir: Path, *, checkpoint: str = "best", cfg: EvalConfig | None = None,
-                 device: str | None = None, data: Path | None = None, txt_mode: str = "paragraphs") -> dict[str, Any]:
+                 device: str | None = None, data: Path | None = None, txt_mode: str = "paragraphs",
+                 tasks: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate a run's checkpoint on its validation split (and on the file `data`, if given);
     writes eval/report.json and report.md.
 
-    Returns the report dict (`val_loss`, `val_ppl`, `val_bpb`, `unigram`, `data`, ...). Prints
-    nothing. Without token shards but with `data`, only the file is evaluated."""
+    Returns the report dict (`val_loss`, `val_ppl`, `val_bpb`, `unigram`, `sets`, `data`, `tasks`, ...).
+    Prints nothing. Without token shards but with `data` or `tasks`, only those are evaluated.
+    `tasks`: keyword arguments of `lmforge.eval.lmeval.run_tasks` (`tasks`, `include_path`, `limit`,
+    `num_fewshot`): lm-evaluation-harness benchmarks, in `report["tasks"]`."""
     from lmforge.checkpoint import load_for_inference
     from lmforge.eval.report import write_report
 
@@ -256,12 +259,16 @@ def evaluate_run(run_dir: Path, *, checkpoint: str = "best", cfg: EvalConfig | N
                                         "vocab_size": model.cfg.vocab_size}}
     if warnings:
         report["warnings"] = warnings
-    if data is None or (run_dir / "tokens").is_dir():
+    if (run_dir / "tokens").is_dir() or (data is None and not tasks):
         figures, split_scores = evaluate_model_on_run(model, tokenizer, run_dir, cfg)
         report.update(figures)
         if cfg.stratify:
             _val_strata(model, tokenizer, run_dir, run_cfg, cfg, report, split_scores)
     _named_sets(model, tokenizer, run_dir, cfg, run_cfg is not None, report)
+    if tasks:
+        from lmforge.eval.lmeval import run_tasks
+
+        report["tasks"] = run_tasks(model, tokenizer, batch_size=cfg.batch_size, **tasks)
     if data is not None:
         add_bos = bool(run_cfg is not None and run_cfg.tokens.add_bos)
         report["data"] = evaluate_file(model, tokenizer, Path(data), cfg, add_bos=add_bos, txt_mode=txt_mode)
