@@ -9,9 +9,9 @@ import pytest
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
-from conftest import write_run  # noqa: E402
 from test_monitor_browser import page, points  # noqa: E402, F401  (the Chromium fixture)
 
+from conftest import write_run  # noqa: E402
 from lmforge.monitor.dashboard.server import DashboardServer  # noqa: E402
 
 

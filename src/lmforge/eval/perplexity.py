@@ -130,6 +130,7 @@ def read_documents(path: Path, text_field: str = "text", txt_mode: str = "paragr
     with the data stage's readers. Returns (documents, rejected records); the readers' messages
     about bad records go to `problems` instead of the terminal."""
     from lmforge.data.readers import ReadOptions, read_source
+    from lmforge.tokens.split import join_continuations
 
     path = Path(path)
     if not path.is_file():
@@ -141,6 +142,7 @@ def read_documents(path: Path, text_field: str = "text", txt_mode: str = "paragr
             rejected += 1
         else:
             docs.append(d)
+    docs = list(join_continuations(docs))  # txt_mode continuous: one document per text
     if not docs:
         raise LmforgeError(f"--data {path}: no readable documents (rejected {rejected}); expected plain text or "
                            f"JSONL with a '{text_field}' field")
