@@ -3,7 +3,8 @@ lmforge's filters and dedup on vs off (>= 3 seeds each), scored in bits per byte
 documents through `eval.sets`; then one leave-one-family-out ablation per filter family.
 
 The corpus is generated here around clean documents (../shared/data/tinyshakespeare.txt cut into ~1.5 KB
-documents of whole speeches; the held-out set is the end of the play) with the faults real web text has:
+documents of whole speeches written as prose; the held-out set is the end of the play) with the faults real
+web text has:
 
 * boilerplate lines (menus, cookie banners, footers) added to most clean pages;
 * SEO keyword-list pages; machine gibberish pages (random tokens, base64 blobs);
@@ -51,14 +52,15 @@ SEO = ["best cheap python tutorial", "python course free download", "learn pytho
 
 def clean_documents(size: int = 1500, train_chars: int = 400_000, held_chars: int = 60_000) -> tuple[list, list]:
     """(train, held-out) clean documents: Tiny Shakespeare cut into ~`size`-character documents of whole
-    speeches; the held-out ones come from the end of the play (scenes the training pages never show).
+    speeches, each speech one line of prose (verse lines end without a full stop, and C4's and FineWeb's
+    line rules, made for web prose, would strip them); the held-out ones come from the end of the play.
     (Python's reference prose was tried first: Gopher's alpha-word rule rejects two thirds of it, as it
     counts every quote and underscore of `"__debug__"` as a word without letters.)"""
     text = (SHARED / "tinyshakespeare.txt").read_text(encoding="utf-8")
 
     def cut(part: str) -> list[str]:
         docs, cur = [], []
-        for para in (p.strip() for p in part.split("\n\n")):
+        for para in (" ".join(p.split()) for p in part.split("\n\n")):  # a speech as one prose line
             if para:
                 cur.append(para)
             if sum(map(len, cur)) >= size:
@@ -167,7 +169,7 @@ def train_and_score(cfg, shared: Path, run_dir: Path) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--steps", type=int, default=200, help="training steps (16 x 128 tokens each)")
+    p.add_argument("--steps", type=int, default=250, help="training steps (16 x 128 tokens each)")
     p.add_argument("--no-ablations", action="store_true", help="only all-on vs all-off")
     p.add_argument("--keep", type=Path, default=None, help="keep the runs in this folder")
     args = p.parse_args()

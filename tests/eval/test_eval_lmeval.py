@@ -121,3 +121,24 @@ def test_unknown_task_is_named(trained, tokenizer, tmp_path):
 
     with pytest.raises(LmforgeError, match="unknown lm-eval task.*lmf_nope"):  # indexes the built-in tasks too
         run_tasks(trained, tokenizer, ["lmf_nope"], include_path=write_tasks(tmp_path))
+
+
+def test_tasks_callback_logs_an_eval_event_every_n_steps(trained, tokenizer, tmp_path):
+    from types import SimpleNamespace
+
+    from lmforge.config import load_config
+    from lmforge.eval.lmeval import TasksCallback
+
+    tasks_dir = write_tasks(tmp_path)
+    cfg = load_config(None, ["eval.tasks=[lmf_mc]", "eval.tasks_every=5", "eval.tasks_limit=2",
+                             f"eval.tasks_include_path={tasks_dir}"]).eval
+    logged = []
+    trainer = SimpleNamespace(state=SimpleNamespace(step=3), rank=0, raw_model=trained,
+                              writer=SimpleNamespace(log=lambda kind, step, **v: logged.append((kind, step, v))))
+    cb = TasksCallback(cfg, tokenizer)
+    cb.post_step(trainer, None)
+    assert logged == []  # not a multiple of tasks_every
+    trainer.state.step = 5
+    cb.post_step(trainer, None)
+    assert [(k, s) for k, s, _ in logged] == [("eval", 5)]
+    assert set(logged[0][2]) == {"tasks/lmf_mc/acc", "tasks/lmf_mc/acc_norm"} and trained.training
