@@ -66,6 +66,10 @@ def _print_summary(result: dict, wall: float) -> None:
         if ev.get("val_bpb") is not None:
             line += f", {ev['val_bpb']:.4f} bits/byte"
         print(line)
+        for name, st in (ev.get("sets") or {}).items():
+            if name != "split":
+                print(f"Held-out set {name}: loss {st.get('loss', nan):.4f}, ppl {st.get('perplexity', nan):.2f}, "
+                      f"{st.get('bpb') or nan:.4f} bits/byte")
         uni = ev.get("unigram") or {}
         if uni:
             print(f"Unigram baseline (token frequencies only): loss {uni.get('loss', nan):.4f}, "
