@@ -73,6 +73,10 @@ def _print_summary(result: dict, wall: float) -> None:
         if ev.get("val_bpb") is not None:
             line += f", {ev['val_bpb']:.4f} bits/byte"
         print(line)
+        for name, st in (ev.get("sets") or {}).items():
+            if name != "split":
+                print(f"Held-out set {name}: loss {st.get('loss', nan):.4f}, ppl {st.get('perplexity', nan):.2f}, "
+                      f"{st.get('bpb') or nan:.4f} bits/byte")
         uni = ev.get("unigram") or {}
         if uni:
             print(f"Unigram baseline (token frequencies only): loss {uni.get('loss', nan):.4f}, "
@@ -108,6 +112,7 @@ def _stage(args: argparse.Namespace, cfg: Config, run_dir: Path) -> int:
         run.run_tokenizer(cfg, run_dir, force=True)
     elif args.command == "tokenize":
         run.run_tokenize(cfg, run_dir, force=True)
+        run.run_eval_sets(cfg, run_dir, force=True)  # the named held-out sets (eval.sets), same tokenizer
     elif args.command == "train":
         summary = run.run_train(cfg, run_dir, resume=args.resume)
         if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary

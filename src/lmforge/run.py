@@ -136,7 +136,16 @@ def _stage_fingerprints(cfg: Config) -> dict[str, str]:
     # tokens.mix only steers the loader: changing the weights retrains, it does not re-tokenize
     fps["tokenize"] = fingerprint(dataclasses.replace(cfg.tokens, mix={}), fps["tokenizer"])
     fps["train"] = fingerprint(cfg.model, cfg.train, cfg.tokens.mix, fps["tokenize"])
+    sets = {name: [s, _input_fingerprint(s.inputs)] for name, s in cfg.eval.sets.items()}
+    fps["eval_sets"] = fingerprint(sets, _clean_options(cfg), cfg.tokens.add_bos, fps["tokenizer"])
     return fps
+
+
+def _clean_options(cfg: Config) -> dict[str, bool]:
+    """The data stage's cleaning chain, applied to the named eval sets too."""
+    d = cfg.data
+    return {"fix": d.fix_unicode, "nfc": d.normalize_unicode, "control": d.strip_control,
+            "whitespace": d.normalize_whitespace}
 
 
 def _run_stage(name: str, out_dir: Path, fp: str, fn, force: bool) -> bool:
@@ -232,13 +241,41 @@ def run_tokenize(cfg: Config, run_dir: Path, *, force: bool = False) -> bool:
         cfg.tokens, run_dir / "data", run_dir / "tokenizer", out, progress=cfg.train.progress), force)
 
 
+def run_eval_sets(cfg: Config, run_dir: Path, *, force: bool = False) -> bool:
+    """Tokenize `eval.sets` into RUN/eval_sets/<name>/ (skipped when none are set or unchanged)."""
+    if not cfg.eval.sets:
+        return False
+    from lmforge.tokenizer import load_tokenizer
+    from lmforge.tokens.evalsets import SETS_DIR, build_eval_set
+
+    _require(run_dir, "tokenizer", "tokenizer")
+    out = run_dir / SETS_DIR
+
+    def build() -> None:
+        tok = load_tokenizer(run_dir / "tokenizer")
+        for name, s in cfg.eval.sets.items():
+            man = build_eval_set(name, s.inputs, tok, out / name, txt_mode=s.txt_mode, text_field=s.text_field,
+                                 clean=_clean_options(cfg), add_bos=cfg.tokens.add_bos)
+            v = man["splits"]["val"]
+            _say(f"eval set {name}: {v['docs']} docs, {v['tokens']} tokens"
+                 + (f", {man['rejected']} unreadable record(s) skipped" if man["rejected"] else ""))
+
+    return _run_stage("eval sets", out, _stage_fingerprints(cfg)["eval_sets"], build, force)
+
+
 def run_train(cfg: Config, run_dir: Path, *, resume: str | None = None) -> dict[str, Any]:
     _require(run_dir, "tokenize", "tokens")
     from lmforge.train.build import train
     from lmforge.train.distributed import destroy
 
+    extra = []
+    if cfg.eval.tasks and cfg.eval.tasks_every:  # lm-eval benchmarks in the loop (train may not import eval)
+        from lmforge.eval.lmeval import TasksCallback
+        from lmforge.tokenizer import load_tokenizer
+
+        extra.append(TasksCallback(cfg.eval, load_tokenizer(run_dir / "tokenizer")))
     try:
-        return train(cfg, run_dir, resume=resume)
+        return train(cfg, run_dir, resume=resume, extra_callbacks=extra)
     finally:
         destroy()  # under torchrun: release the process group train() leaves for its callers
 
@@ -257,6 +294,7 @@ def _run_all(cfg: Config, run_dir: Path, *, samples: bool) -> dict[str, Any]:
     run_data(cfg, run_dir)
     run_tokenizer(cfg, run_dir)
     run_tokenize(cfg, run_dir)
+    run_eval_sets(cfg, run_dir)
 
     train_dir = run_dir / "checkpoints"
     fp = _stage_fingerprints(cfg)["train"]
@@ -316,5 +354,5 @@ def cpu_threads_hint() -> None:
         torch.set_num_threads(os.cpu_count() or 1)
 
 
-__all__ = ["prepare_run_dir", "run_all", "run_data", "run_tokenizer", "run_tokenize", "run_train",
+__all__ = ["prepare_run_dir", "run_all", "run_data", "run_eval_sets", "run_tokenizer", "run_tokenize", "run_train",
            "sample_texts", "with_run_name"]

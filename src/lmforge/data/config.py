@@ -291,7 +291,9 @@ class DataConfig:
     (pydoc topics + standard-library docstrings)."""
     txt_mode: str = "paragraphs"
     """How a .txt file becomes documents: `file` (one per file), `paragraphs` (one per
-    blank-line-separated block) or `lines` (one per non-empty line)."""
+    blank-line-separated block), `lines` (one per non-empty line) or `continuous` (the whole text,
+    blank lines kept, in pieces the tokens stage joins again: a book or a play trains as one stream,
+    cut into training sequences like nanoGPT; pair it with `tokens.val_split: tail`)."""
     text_field: str = "text"
     """JSONL/parquet field holding the text."""
     id_field: str | None = None
@@ -359,8 +361,8 @@ class DataConfig:
     """Write length histograms (PNG) next to the report."""
 
     def __post_init__(self) -> None:
-        _check(self.txt_mode in ("file", "paragraphs", "lines"), "data.txt_mode",
-               f"must be file, paragraphs or lines, got {self.txt_mode!r}")
+        _check(self.txt_mode in ("file", "paragraphs", "lines", "continuous"), "data.txt_mode",
+               f"must be file, paragraphs, lines or continuous, got {self.txt_mode!r}")
         _check(self.encoding_errors in ("replace", "reject"), "data.encoding_errors",
                f"must be replace or reject, got {self.encoding_errors!r}")
         _check(self.min_chars >= 0, "data.min_chars", "must be >= 0")

@@ -238,6 +238,9 @@ def _read_text(src: _Source, f: IO[bytes]) -> Iterator[Document]:
         if raw:  # a whitespace-only file becomes a (too_short) reject; an empty file holds no document
             yield src.doc(raw, 1, doc_id=src.path, total=total)
         return
+    if mode == "continuous":
+        yield from _read_continuous(src, f, cap)
+        return
     if mode == "lines":
         for n, raw, total in _records(f, cap):
             if raw.strip():
@@ -257,6 +260,35 @@ def _read_text(src: _Source, f: IO[bytes]) -> Iterator[Document]:
             joined = b"\n".join(block)
             yield src.doc(joined[: cap if size <= cap else PREVIEW_BYTES], start, total=size - 1, block=index)
             block, index = [], index + 1
+
+
+def _read_continuous(src: _Source, f: IO[bytes], cap: int) -> Iterator[Document]:
+    """The whole text, blank lines included, as consecutive pieces of about `cap // 8` bytes (a book
+    fits the data stage's per-document limits). A piece ends between two non-blank lines, so the
+    source is exactly the pieces joined with "\n" even after whitespace cleaning; pieces after the
+    first carry `meta["continues"] = True` and the tokens stage joins them again (`tokens.split`)."""
+    target = min(1 << 20, max(4096, cap // 8))
+    lines: list[bytes] = []
+    start, size, piece, prev_blank = 1, 0, 0, True
+
+    def flush() -> Document:
+        return src.doc(b"\n".join(lines), start, doc_id=f"{src.path}#{piece}", piece=piece, continues=piece > 0)
+
+    for n, raw, total in _records(f, cap):
+        blank = not raw.strip()
+        if lines and (total > len(raw) or (size >= target and not blank and not prev_blank)
+                      or size + total > cap // 2):
+            yield flush()
+            lines, start, size, piece = [], n, 0, piece + 1
+        if total > len(raw):  # one line longer than the record limit: a counted too_long reject
+            yield src.doc(raw, n, total=total)
+            prev_blank = True
+            continue
+        lines.append(raw)
+        size += total + 1
+        prev_blank = blank
+    if any(x.strip() for x in lines):
+        yield flush()
 
 
 def _read_jsonl(src: _Source, f: IO[bytes]) -> Iterator[Document]:

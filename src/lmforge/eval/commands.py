@@ -107,8 +107,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
              ("max_batches", args.max_batches))
     changes = {k: v for k, v in given if v is not None}
     cfg = dataclasses.replace(cfg, **changes)  # re-validated in __post_init__
+    tasks = None
+    if args.tasks:
+        tasks = {"tasks": [t for t in args.tasks.split(",") if t.strip()], "limit": args.limit or 0,
+                 "num_fewshot": cfg.num_fewshot if args.num_fewshot is None else args.num_fewshot,
+                 "include_path": args.include_path or cfg.tasks_include_path}
     evaluate_run(args.run_dir, checkpoint=args.checkpoint, cfg=cfg, device=device, data=args.data,
-                 txt_mode=args.txt_mode)
+                 txt_mode=args.txt_mode, tasks=tasks)
     print((Path(args.run_dir) / "eval" / "report.md").read_text(encoding="utf-8"))
     return 0
 
@@ -200,7 +205,14 @@ def register(subparsers) -> None:
     p.add_argument("--checkpoint", default="best", metavar="best|latest|newest|PATH", help="checkpoint (default best)")
     p.add_argument("--data", type=Path, default=None, metavar="FILE",
                    help="also evaluate this plain-text or JSONL file (documents as --txt-mode says)")
-    p.add_argument("--txt-mode", default="paragraphs", choices=["file", "paragraphs", "lines"],
+    p.add_argument("--tasks", default=None, metavar="TASK,TASK,...",
+                   help="also run lm-evaluation-harness tasks (hellaswag,arc_easy,...; datasets must be in the "
+                        "local HF cache: nothing downloads)")
+    p.add_argument("--include-path", default=None, metavar="DIR", help="folder of custom lm-eval task YAMLs")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="examples per task (default all)")
+    p.add_argument("--num-fewshot", type=int, default=None, metavar="K",
+                   help="few-shot examples per prompt (default eval.num_fewshot: 0)")
+    p.add_argument("--txt-mode", default="paragraphs", choices=["file", "paragraphs", "lines", "continuous"],
                    help="how a .txt --data file becomes documents (default: blank-line-separated paragraphs)")
     p.add_argument("--by", action="append", default=None, metavar="FIELD",
                    help="stratify by this document meta field (repeatable; default eval.stratify_by: source, lang)")

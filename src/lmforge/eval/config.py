@@ -5,10 +5,51 @@ Loaded through `lmforge.config.load_config`; `lmforge.configtools` checks types 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from typing import Any
 
+from lmforge.errors import ConfigError
 from lmforge.validate import check as _check
 from lmforge.validate import finite as _finite
+
+SPLIT_SET = "split"
+"""The name of the run's own validation split (`tokens.val_fraction`) among the evaluated sets."""
+_SET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(kw_only=True)
+class EvalSetConfig:
+    """One named held-out set (`eval.sets.<name>`)."""
+
+    inputs: list[str] = field(default_factory=list)
+    """Files, directories or globs, read like `data.inputs` (same readers and cleaning; no filters)."""
+    txt_mode: str = "paragraphs"
+    """How a .txt input becomes documents (as `data.txt_mode`): file, paragraphs, lines or continuous."""
+    text_field: str = "text"
+    """JSONL/parquet field holding the text."""
+
+
+def _build_sets(raw: Any) -> dict[str, EvalSetConfig]:
+    from lmforge.configtools import build_section
+
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config key 'eval.sets': expected a mapping of name -> {{inputs: [...]}}, got {raw!r}")
+    out = {}
+    for name, spec in raw.items():
+        key = f"eval.sets.{name}"
+        if not isinstance(name, str) or not _SET_NAME.match(name) or name == SPLIT_SET:
+            raise ConfigError(f"config key '{key}': a set name is letters, digits, _ . - (max 64) and not "
+                              f"{SPLIT_SET!r} (the run's own validation split)")
+        if isinstance(spec, list):  # shorthand: name: [file, ...]
+            spec = {"inputs": spec}
+        cfg = spec if isinstance(spec, EvalSetConfig) else build_section(EvalSetConfig, spec or {}, key)
+        _check(bool(cfg.inputs) and all(isinstance(x, str) and x for x in cfg.inputs), f"{key}.inputs",
+               "must list at least one file, directory or glob")
+        _check(cfg.txt_mode in ("file", "paragraphs", "lines", "continuous"), f"{key}.txt_mode",
+               f"must be file, paragraphs, lines or continuous, got {cfg.txt_mode!r}")
+        out[name] = cfg
+    return out
 
 
 @dataclass(kw_only=True)
@@ -53,8 +94,36 @@ class EvalConfig:
     """Run directory (optionally `RUN_DIR:best|latest`) whose model scores each sample's perplexity
     as a fluency proxy; default: the evaluated model itself."""
 
+    sets: dict[str, EvalSetConfig] = field(default_factory=dict)
+    """Named held-out sets, e.g. `{tail: {inputs: [heldout.txt], txt_mode: continuous}}` (or the
+    shorthand `{name: [file, ...]}`): tokenized into RUN/eval_sets/<name>/ by `lmforge run`, scored in
+    the training loop at every `train.eval_every` (`val/<name>/loss|ppl|bpb` in metrics.jsonl and
+    TensorBoard) and by `lmforge eval` (a table per set). The run's own split is the set `split`."""
+    select_by: str = SPLIT_SET
+    """The set whose loss drives the `best` checkpoint and early stopping: `split` (the run's own
+    validation split) or a name from `eval.sets`."""
+    tasks: list[str] = field(default_factory=list)
+    """lm-evaluation-harness tasks (`pip install 'lmforge[lmeval]'`) run in the training loop every
+    `tasks_every` steps and by `lmforge eval --tasks`. Datasets must be in the local HF cache."""
+    tasks_every: int = 0
+    """Run `eval.tasks` every N training steps (0 = only `lmforge eval`)."""
+    tasks_limit: int = 0
+    """Examples per task in the training loop (0 = all)."""
+    tasks_include_path: str | None = None
+    """A folder of custom lm-eval task YAMLs (as `lm_eval --include_path`)."""
+    num_fewshot: int = 0
+    """Few-shot examples per task prompt."""
+
     def __post_init__(self) -> None:
         _finite(self, "eval")
+        self.sets = _build_sets(self.sets)
+        _check(self.select_by == SPLIT_SET or self.select_by in self.sets, "eval.select_by",
+               f"must be {SPLIT_SET!r} or one of eval.sets ({', '.join(self.sets) or 'none defined'}), "
+               f"got {self.select_by!r}")
+        _check(self.tasks_every >= 0, "eval.tasks_every", "must be >= 0")
+        _check(self.tasks_limit >= 0, "eval.tasks_limit", "must be >= 0")
+        _check(self.num_fewshot >= 0, "eval.num_fewshot", "must be >= 0")
+        _check(all(isinstance(t, str) and t.strip() for t in self.tasks), "eval.tasks", "must be task names")
         _check(self.batch_size > 0, "eval.batch_size", "must be > 0")
         _check(self.max_batches >= 0, "eval.max_batches", "must be >= 0 (0 = the whole split)")
         _check(self.num_samples >= 0, "eval.num_samples", "must be >= 0")

@@ -130,6 +130,7 @@ def read_documents(path: Path, text_field: str = "text", txt_mode: str = "paragr
     with the data stage's readers. Returns (documents, rejected records); the readers' messages
     about bad records go to `problems` instead of the terminal."""
     from lmforge.data.readers import ReadOptions, read_source
+    from lmforge.tokens.split import join_continuations
 
     path = Path(path)
     if not path.is_file():
@@ -141,6 +142,7 @@ def read_documents(path: Path, text_field: str = "text", txt_mode: str = "paragr
             rejected += 1
         else:
             docs.append(d)
+    docs = list(join_continuations(docs))  # txt_mode continuous: one document per text
     if not docs:
         raise LmforgeError(f"--data {path}: no readable documents (rejected {rejected}); expected plain text or "
                            f"JSONL with a '{text_field}' field")
@@ -171,7 +173,8 @@ def _val_strata(model, tokenizer, run_dir: Path, run_cfg, cfg: EvalConfig, repor
         report["strata_note"] = "no clean data in the run directory: strata skipped"
         return
     t = run_cfg.tokens
-    docs = val_documents(data_dir, val_fraction=t.val_fraction, split_seed=t.split_seed)
+    docs = val_documents(data_dir, val_fraction=t.val_fraction, split_seed=t.split_seed,
+                          val_split=t.val_split)
     if report.get("val_docs") is not None:
         docs = docs[:report["val_docs"]]  # the documents the split figures cover (eval.max_batches)
     encoded = encode_like_tokens_stage(tokenizer, docs, t.add_bos)
@@ -232,12 +235,15 @@ def _overfitting(run_dir: Path, cfg: EvalConfig) -> dict[str, Any] | None:
 
 
 def evaluate_run(run_dir: Path, *, checkpoint: str = "best", cfg: EvalConfig | None = None,
-                 device: str | None = None, data: Path | None = None, txt_mode: str = "paragraphs") -> dict[str, Any]:
+                 device: str | None = None, data: Path | None = None, txt_mode: str = "paragraphs",
+                 tasks: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate a run's checkpoint on its validation split (and on the file `data`, if given);
     writes eval/report.json and report.md.
 
-    Returns the report dict (`val_loss`, `val_ppl`, `val_bpb`, `unigram`, `data`, ...). Prints
-    nothing. Without token shards but with `data`, only the file is evaluated."""
+    Returns the report dict (`val_loss`, `val_ppl`, `val_bpb`, `unigram`, `sets`, `data`, `tasks`, ...).
+    Prints nothing. Without token shards but with `data` or `tasks`, only those are evaluated.
+    `tasks`: keyword arguments of `lmforge.eval.lmeval.run_tasks` (`tasks`, `include_path`, `limit`,
+    `num_fewshot`): lm-evaluation-harness benchmarks, in `report["tasks"]`."""
     from lmforge.checkpoint import check_tokens, load_for_inference
     from lmforge.eval.report import write_report
 
@@ -256,11 +262,16 @@ def evaluate_run(run_dir: Path, *, checkpoint: str = "best", cfg: EvalConfig | N
                                         "vocab_size": model.cfg.vocab_size}}
     if warnings:
         report["warnings"] = warnings
-    if data is None or (run_dir / "tokens").is_dir():
+    if (run_dir / "tokens").is_dir() or (data is None and not tasks):
         figures, split_scores = evaluate_model_on_run(model, tokenizer, run_dir, cfg)
         report.update(figures)
         if cfg.stratify:
             _val_strata(model, tokenizer, run_dir, run_cfg, cfg, report, split_scores)
+    _named_sets(model, tokenizer, run_dir, cfg, run_cfg is not None, report)
+    if tasks:
+        from lmforge.eval.lmeval import run_tasks
+
+        report["tasks"] = run_tasks(model, tokenizer, batch_size=cfg.batch_size, **tasks)
     if data is not None:
         add_bos = bool(run_cfg is not None and run_cfg.tokens.add_bos)
         report["data"] = evaluate_file(model, tokenizer, Path(data), cfg, add_bos=add_bos, txt_mode=txt_mode)
@@ -272,6 +283,16 @@ def evaluate_run(run_dir: Path, *, checkpoint: str = "best", cfg: EvalConfig | N
         report.update(_samples_and_diversity(model, tokenizer, run_dir, cfg, step, device or _default_device()))
     write_report(run_dir / "eval", report)
     return report
+
+
+def _named_sets(model, tokenizer, run_dir: Path, cfg: EvalConfig, configured: bool, report: dict[str, Any]) -> None:
+    """`report["sets"]`: the run's split and every named set (`eval.sets`), one table each."""
+    from lmforge.eval.sets import score_sets, with_split
+
+    report.update(score_sets(model, tokenizer, run_dir, cfg, configured=configured))
+    with_split(report, cfg.select_by)
+    if not report["sets"]:
+        report.pop("sets")
 
 
 def _info_summary(which: str, info: Any) -> dict[str, Any]:

@@ -52,6 +52,29 @@ def _validation(r: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _sets_section(r: dict[str, Any]) -> list[str]:
+    """One table per held-out set (`split` = the run's own validation split), then a summary row each."""
+    sets, select = r.get("sets") or {}, r.get("select_by")
+    lines = ["## Held-out sets", ""]
+    if select:
+        lines += [f"The best checkpoint and early stopping follow `{select}` (eval.select_by).", ""]
+    for name, s in sets.items():
+        lines += [f"### {name}" + (" (the run's own validation split)" if name == "split" else ""), ""]
+        lines += _table(["metric", "value"], [["loss (nats/token)", s.get("loss")], ["perplexity", s.get("perplexity")],
+                                              ["bits per byte", s.get("bpb")], ["tokens", s.get("tokens")],
+                                              ["documents", s.get("docs")]])
+        lines.append("")
+    if len(sets) > 1:
+        lines += ["### All sets", ""]
+        lines += _table(["set", "loss", "perplexity", "bits per byte", "tokens"],
+                        [[n, s.get("loss"), s.get("perplexity"), s.get("bpb"), s.get("tokens")]
+                         for n, s in sets.items()])
+        lines.append("")
+    for n in r.get("sets_missing", []):
+        lines += [f"> Set `{n}` is configured but not built: run `lmforge run` (or `lmforge tokenize`) again.", ""]
+    return lines
+
+
 def _data_section(d: dict[str, Any]) -> list[str]:
     lines = [f"## File `{d.get('path')}`", ""]
     rows = [["loss", d.get("loss")], ["perplexity", d.get("perplexity")], ["bits per byte", d.get("bpb")],
@@ -60,6 +83,18 @@ def _data_section(d: dict[str, Any]) -> list[str]:
     if d.get("rejected_records"):
         lines += ["", f"{d['rejected_records']} record(s) could not be read and were skipped, e.g.:"]
         lines += [f"- {m}" for m in d.get("reject_examples", [])[:3]]
+    return lines + [""]
+
+
+def _tasks_section(t: dict[str, Any]) -> list[str]:
+    """lm-evaluation-harness results: one row per task and metric."""
+    lines = ["## Benchmarks (lm-evaluation-harness)", ""]
+    rows = [[task, metric, v.get("value"), v.get("stderr"), v.get("n")]
+            for task, metrics in (t.get("results") or {}).items() for metric, v in metrics.items()]
+    lines += _table(["task", "metric", "value", "stderr", "examples"], rows)
+    settings = ", ".join(f"{k}={v}" for k, v in (t.get("settings") or {}).items())
+    if settings:
+        lines += ["", f"Settings: {settings}."]
     return lines + [""]
 
 
@@ -101,6 +136,10 @@ def render_markdown(r: dict[str, Any]) -> str:
         lines += [f"> Note: {r['strata_note']}", ""]
     if "val_loss" in r:
         lines += _validation(r)
+    if r.get("sets") and (len(r["sets"]) > 1 or r.get("select_by") not in (None, "split")):
+        lines += _sets_section(r)
+    if r.get("tasks"):
+        lines += _tasks_section(r["tasks"])
     if "data" in r:
         lines += _data_section(r["data"])
     if r.get("strata"):

@@ -96,14 +96,22 @@ def stratified_scores(model, tokenizer, docs: list, *, fields: list[str], edges:
     return {"overall": overall, "strata": strata}
 
 
-def val_documents(data_dir: Path, *, val_fraction: float, split_seed: int) -> list:
-    """The clean documents the tokens stage put in the validation split (same hash and fallback:
-    when no hash falls below val_fraction, the document with the smallest hash)."""
-    from lmforge.data.document import iter_clean_documents
-    from lmforge.tokens.stage import split_hash
+def val_documents(data_dir: Path, *, val_fraction: float, split_seed: int, val_split: str = "hash") -> list:
+    """The clean documents the tokens stage put in the validation split (same routing: the hash
+    with its fallback — when no hash falls below val_fraction, the document with the smallest hash —
+    or each source's tail)."""
+    import types
 
+    from lmforge.data.document import iter_clean_documents
+    from lmforge.tokens.split import routed_documents, split_hash
+
+    cfg = types.SimpleNamespace(val_split=val_split, val_fraction=val_fraction)
     chosen, smallest = [], None
-    for d in iter_clean_documents(data_dir):
+    for d, split in routed_documents(lambda: iter_clean_documents(data_dir), cfg):
+        if split is not None:
+            if split == "val":
+                chosen.append(d)
+            continue
         h = split_hash(d.id, split_seed)
         if h < val_fraction:
             chosen.append(d)

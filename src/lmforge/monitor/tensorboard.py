@@ -77,7 +77,9 @@ class TBWriter:
 
     def scalars(self, step: int, values: dict[str, Any], prefix: str = "") -> int:
         """Write every finite numeric value as scalar `prefix/key`; returns how many were queued."""
-        items = [(f"{prefix}/{k}" if prefix else k, float(v)) for k, v in values.items()
+        # a key that already carries the prefix (`val/<set>/loss`) keeps it once
+        items = [(f"{prefix}/{k}" if prefix and not k.startswith(f"{prefix}/") else k, float(v))
+                 for k, v in values.items()
                  if not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)]
 
         def write() -> None:

@@ -14,7 +14,12 @@ from lmforge.validate import check as _check
 @dataclass(kw_only=True)
 class TokensConfig:
     val_fraction: float = 0.05
-    """Fraction of documents (chosen by a hash of their id, so deterministic) for validation."""
+    """Fraction held out for validation: of the documents (`val_split: hash`) or of each source's
+    characters (`val_split: tail`)."""
+    val_split: str = "hash"
+    """`hash`: documents chosen by a hash of their id (deterministic; for collections of documents).
+    `tail`: the last `val_fraction` of each source's text, contiguous, as nanoGPT splits a single
+    text (a hash split of one text's paragraphs is easier: neighbours share scenes and names)."""
     split_seed: int = 0
     """Salt of the train/val split hash."""
     shard_tokens: int = 100_000_000
@@ -58,6 +63,7 @@ class TokensConfig:
 
     def __post_init__(self) -> None:
         _check(0.0 < self.val_fraction < 1.0, "tokens.val_fraction", "must be in (0, 1)")
+        _check(self.val_split in ("hash", "tail"), "tokens.val_split", f"must be hash or tail, got {self.val_split!r}")
         _check(self.shard_tokens >= 1024, "tokens.shard_tokens", "must be >= 1024")
         _check(self.workers >= 1, "tokens.workers", "must be >= 1")
         _check(self.ranks >= 1, "tokens.ranks", "must be >= 1")

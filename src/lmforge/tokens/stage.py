@@ -15,7 +15,6 @@ Memory stays flat in corpus size: documents are read as a stream, at most `2 * w
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -43,15 +42,10 @@ from lmforge.tokens.config import TokensConfig
 from lmforge.tokens.format import HEADER, ShardHeader, dtype_for_vocab, write_shard
 from lmforge.tokens.shards import MANIFEST, SPLITS, TokenShardWriter, split_summary
 from lmforge.tokens.sources import SourceTags
+from lmforge.tokens.split import routed_documents, split_hash
 
 WORK = "_work"
 _worker_tok: Tokenizer | None = None
-
-
-def split_hash(doc_id: str, seed: int) -> float:
-    """Deterministic value in [0, 1) for a document id; documents below val_fraction go to val."""
-    digest = hashlib.blake2b(f"{seed}\0{doc_id}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "little") / 2.0**64
 
 
 def encode_docs(tok: Tokenizer, texts: list[str], add_bos: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -83,15 +77,16 @@ def _encode_in_worker(texts: list[str], add_bos: bool) -> tuple[np.ndarray, np.n
     return encode_docs(_worker_tok, texts, add_bos)
 
 
-def _batches(shard: Path, cfg: TokensConfig, tags: SourceTags) -> Iterator[tuple[list, list[str], list[int]]]:
-    """(ids, texts, utf8 sizes) batches of about `cfg.batch_bytes` bytes of text from one clean shard."""
-    ids: list[tuple[str, int]] = []
+def _batches(unit: list[Path], cfg: TokensConfig, tags: SourceTags) -> Iterator[tuple[list, list[str], list[int]]]:
+    """(ids, texts, utf8 sizes) batches of about `cfg.batch_bytes` bytes of text from one unit of clean
+    shards. An id is (document id, split or None when the hash decides, source tag for tokens.mix)."""
+    ids: list[tuple[str, str | None, int]] = []
     texts: list[str] = []
     sizes: list[int] = []
     total = 0
-    for doc in read_shard(shard):
+    for doc, split in routed_documents(lambda: (d for shard in unit for d in read_shard(shard)), cfg):
         n = len(doc.text) if doc.text.isascii() else len(doc.text.encode("utf-8", "surrogatepass"))
-        ids.append((doc.id, tags.tag(doc.meta)))  # (id, source tag) for tokens.mix
+        ids.append((doc.id, split, tags.tag(doc.meta)))
         texts.append(doc.text)
         sizes.append(n)
         total += n
@@ -103,26 +98,25 @@ def _batches(shard: Path, cfg: TokensConfig, tags: SourceTags) -> Iterator[tuple
 
 
 class _Splitter:
-    """Routes encoded documents to the train/val writers (`split_of`); remembers the train document
-    with the smallest hash so a corpus whose hashes put nothing in val can still get one val document."""
+    """Routes encoded documents to the train/val writers (the split given, else by hash); remembers the
+    train document with the smallest hash so a corpus whose hashes put nothing in val can still get one
+    val document."""
 
     def __init__(self, cfg: TokensConfig, writers: dict[str, TokenShardWriter], tags: SourceTags) -> None:
         self.cfg, self.writers, self.tags = cfg, writers, tags
         self.best: tuple[float, int, int, int] | None = None  # (hash, shard, doc, bytes)
         self.docs = {"train": 0, "val": 0}
 
-    def split_of(self, doc_id: str) -> tuple[str, float]:
-        h = split_hash(doc_id, self.cfg.split_seed)
-        return ("val" if h < self.cfg.val_fraction else "train"), h
-
-    def add(self, doc_ids: list[tuple[str, int]], sizes: list[int], flat: np.ndarray, lengths: np.ndarray) -> None:
+    def add(self, doc_ids: list[tuple[str, str | None, int]], sizes: list[int], flat: np.ndarray,
+            lengths: np.ndarray) -> None:
         starts = np.concatenate([[0], np.cumsum(lengths)])
-        for i, (doc_id, tag) in enumerate(doc_ids):
-            split, h = self.split_of(doc_id)
+        for i, (doc_id, given, tag) in enumerate(doc_ids):
+            h = split_hash(doc_id, self.cfg.split_seed)
+            split = given or ("val" if h < self.cfg.val_fraction else "train")
             shard, n = self.writers[split].add(flat[starts[i]: starts[i + 1]], sizes[i])
             self.tags.add(split, tag)
             self.docs[split] += 1
-            if split == "train" and (self.best is None or h < self.best[0]):
+            if split == "train" and given is None and (self.best is None or h < self.best[0]):
                 self.best = (h, shard, n, sizes[i])
 
 
@@ -155,12 +149,12 @@ def _doc_tokens(out_dir: Path, rec: dict[str, Any], doc_no: int, vocab: int) -> 
     return tokens[int(offsets[doc_no]): int(offsets[doc_no + 1])].copy()
 
 
-def _encoded(cfg: TokensConfig, tok: Tokenizer, shard: Path, pool: Executor,
+def _encoded(cfg: TokensConfig, tok: Tokenizer, unit: list[Path], pool: Executor,
              tags: SourceTags) -> Iterator[tuple[list, list, np.ndarray, np.ndarray]]:
     """Encoded batches in corpus order, at most 2 * workers batches in flight (reading, splitting and
     writing here overlap with encoding in the pool)."""
     pending: deque = deque()
-    for ids, texts, sizes in _batches(shard, cfg, tags):
+    for ids, texts, sizes in _batches(unit, cfg, tags):
         if isinstance(pool, ThreadPoolExecutor):
             fut = pool.submit(encode_docs, tok, texts, cfg.add_bos)
         else:
@@ -182,12 +176,12 @@ def _pool(cfg: TokensConfig, tok: Tokenizer) -> Executor:
                                initargs=(str(tok.path),))
 
 
-def _encode_shard(cfg: TokensConfig, tok: Tokenizer, shard: Path, splitter: _Splitter, pool: Executor,
+def _encode_unit(cfg: TokensConfig, tok: Tokenizer, unit: list[Path], splitter: _Splitter, pool: Executor,
                   bar: Any) -> int:
-    """Encode one clean shard into the splitter's writers; returns the UTF-8 bytes read."""
+    """Encode one unit of clean shards into the splitter's writers; returns the UTF-8 bytes read."""
     nbytes = 0
     try:
-        for ids, sizes, flat, lengths in _encoded(cfg, tok, shard, pool, splitter.tags):
+        for ids, sizes, flat, lengths in _encoded(cfg, tok, unit, pool, splitter.tags):
             splitter.add(ids, sizes, flat, lengths)
             nbytes += sum(sizes)
             bar.update(sum(sizes))
@@ -206,15 +200,22 @@ def _rank_dir(out_dir: Path, rank: int) -> Path:
     return Path(out_dir) / WORK / f"rank-{rank:05d}"
 
 
+def _units(cfg: TokensConfig, shards: list[Path]) -> list[list[Path]]:
+    """The work units, in corpus order (unit i goes to rank i % ranks): one per clean shard, or the
+    whole corpus as one unit for a tail split (it needs each source's length before the first cut)."""
+    return [shards] if cfg.val_split == "tail" else [[s] for s in shards]
+
+
 def _task_fingerprint(cfg: TokensConfig, shards: list[Path], tok: Tokenizer, rank: int, world: int) -> str:
-    mine = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for i, p in enumerate(shards) if i % world == rank]
+    mine = [[p.name, p.stat().st_size, p.stat().st_mtime_ns]
+            for i, unit in enumerate(_units(cfg, shards)) if i % world == rank for p in unit]
     return fingerprint(cfg, tok.fingerprint, len(shards), mine, rank, world)
 
 
 def run_tokenize_task(cfg: TokensConfig, data_dir: str | Path, tokenizer_dir: str | Path, out_dir: str | Path, *,
                       rank: int, world_size: int, progress: bool = False) -> bool:
-    """Rank `rank` of `world_size`: encode clean shards i % world_size == rank into token shards in the
-    rank's folder. Returns False when the rank was already complete."""
+    """Rank `rank` of `world_size`: encode the work units i % world_size == rank (`_units`) into token
+    shards in the rank's folder. Returns False when the rank was already complete."""
     from tqdm import tqdm
 
     if world_size > 1:  # ranks share the machine's cores (set before the tokenizer's thread pool starts)
@@ -230,14 +231,14 @@ def run_tokenize_task(cfg: TokensConfig, data_dir: str | Path, tokenizer_dir: st
     bar = tqdm(desc=f"tokenize rank {rank}" if world_size > 1 else "tokenize", unit="B", unit_scale=True,
                unit_divisor=1000, disable=not progress, file=sys.stderr)
     try:
-        for i, shard in enumerate(shards):
+        for i, unit in enumerate(_units(cfg, shards)):
             if i % world_size != rank:
                 continue
-            mark_reading(d, str(shard))
+            mark_reading(d, ", ".join(str(p) for p in unit))
             writers = {s: TokenShardWriter(d, f"{s}-{i:05d}", shard_tokens=cfg.shard_tokens,
                                            fingerprint=tok.fingerprint, vocab_size=tok.vocab_size) for s in SPLITS}
             splitter = _Splitter(cfg, writers, SourceTags(cfg.mix_field))
-            state["bytes"] += _encode_shard(cfg, tok, shard, splitter, pool, bar)
+            state["bytes"] += _encode_unit(cfg, tok, unit, splitter, pool, bar)
             state["units"][str(i)] = {s: writers[s].close() for s in SPLITS}
             state["units"][str(i)]["sources"] = splitter.tags.save_unit(d, f"{i:05d}")
             for s in SPLITS:
@@ -290,7 +291,8 @@ def merge_tokenize_tasks(cfg: TokensConfig, data_dir: str | Path, tokenizer_dir:
     if total_docs == 0:
         raise DataError(f"no clean documents in {data_dir}: run the data stage first and check data/report.md")
     moved = False
-    if not recs["val"] and total_docs >= 2:  # guarantee a validation document, chosen by the same hash order
+    # hash split: guarantee a validation document, chosen by the same hash order
+    if not recs["val"] and total_docs >= 2 and any(st["best"] for st in states):
         _, unit, shard, doc_no, size = min(st["best"] for st in states if st["best"])
         pos = where[(unit, "train", shard)]
         rec = recs["train"][pos]

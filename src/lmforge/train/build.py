@@ -147,6 +147,23 @@ def open_loaders(cfg: Config, run_dir: Path, dist_info: DistInfo, fingerprint: s
     return train_loader, make_val
 
 
+def open_eval_sets(cfg: Config, run_dir: Path, dist_info: DistInfo, fingerprint: str | None) -> dict[str, Any]:
+    """name -> factory of a fresh evaluation loader for each of `eval.sets` (built by `lmforge run`
+    into RUN/eval_sets/<name>/); each factory has `bytes_per_token` of its set's text."""
+    from lmforge.tokens.evalsets import open_eval_set
+    from lmforge.tokens.loader import TokenLoader
+
+    out = {}
+    for name in getattr(cfg.eval, "sets", {}) or {}:
+        ds = open_eval_set(run_dir, name, fingerprint=fingerprint, mmap=cfg.tokens.mmap)
+        make = functools.partial(TokenLoader.for_eval, ds, seq_len=cfg.model.block_size,
+                                 batch_size=cfg.train.batch_size, rank=dist_info.rank,
+                                 world_size=dist_info.world_size, doc_masks=cfg.train.doc_masks)
+        make.bytes_per_token = ds.bytes / max(1, ds.num_tokens)  # type: ignore[attr-defined]
+        out[name] = make
+    return out
+
+
 def planned_steps(t: TrainConfig, tokens_per_step: int, tokens_per_epoch: float | None) -> int | None:
     """Total optimiser steps the budgets allow (the schedule's horizon); None = time budget only."""
     caps = []
@@ -217,7 +234,8 @@ def build_trainer(cfg: Config, run_dir: Path, *, resume: str | None = None) -> t
         train_loader, make_val = open_loaders(cfg, run_dir, dist_info, tok.fingerprint)
         trainer = assemble(cfg, run_dir, device, dist_info, train_loader, make_val,
                            data_fingerprint(run_dir / "tokens"), callbacks=default_callbacks(
-                               cfg.train, tok, cfg.monitor))
+                               cfg.train, tok, cfg.monitor),
+                           eval_sets=open_eval_sets(cfg, run_dir, dist_info, tok.fingerprint))
         trainer.tokenizer_fingerprint = tok.fingerprint  # recorded in every checkpoint's manifest
         resumed = start_or_resume(trainer, resume)
         if trainer.init_source is not None and resumed is None and dist_info.is_main:
@@ -252,7 +270,8 @@ def freeze_parameters(model: nn.Module, patterns: list[str]) -> list[str]:
 
 
 def assemble(cfg: Config, run_dir: Path, device: torch.device, dist_info: DistInfo, train_loader: Any,
-             make_val_loader: Any, fingerprint: str, callbacks: list | None = None) -> Trainer:
+             make_val_loader: Any, fingerprint: str, callbacks: list | None = None,
+             eval_sets: dict[str, Any] | None = None) -> Trainer:
     """Model, optimiser, precision, wrappers and callbacks around ready-made loaders."""
     t = cfg.train
     precision = resolve_precision(t.precision, device)
@@ -281,7 +300,7 @@ def assemble(cfg: Config, run_dir: Path, device: torch.device, dist_info: DistIn
                    rank=dist_info.rank,
                    world_size=dist_info.world_size, tokens_per_step=tokens_per_step, total_steps=total,
                    data_fingerprint=fingerprint, peak_flops=peak_flops(t, precision, device),
-                   val_bytes_per_token=getattr(make_val_loader, "bytes_per_token", 0.0))
+                   val_bytes_per_token=getattr(make_val_loader, "bytes_per_token", 0.0), eval_sets=eval_sets)
     trainer.init_source = init_source  # recorded in every checkpoint's manifest
     return trainer
 

@@ -65,7 +65,8 @@ class Trainer:
                  optimizer: torch.optim.Optimizer, settings: StepSettings, train_loader: Any,
                  make_val_loader: Any, writer: Any, callbacks: list[Callback], rank: int = 0,
                  world_size: int = 1, tokens_per_step: int, total_steps: int | None, data_fingerprint: str,
-                 peak_flops: float = 0.0, val_bytes_per_token: float = 0.0) -> None:
+                 peak_flops: float = 0.0, val_bytes_per_token: float = 0.0,
+                 eval_sets: dict[str, Any] | None = None) -> None:
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.model, self.raw_model, self.optimizer, self.settings = model, raw_model, optimizer, settings
         self.train_loader, self.make_val_loader = train_loader, make_val_loader
@@ -74,6 +75,10 @@ class Trainer:
         self.tokens_per_step, self.total_steps = tokens_per_step, total_steps
         self.data_fingerprint, self.peak_flops = data_fingerprint, peak_flops
         self.val_bytes_per_token = val_bytes_per_token
+        self.eval_sets = dict(eval_sets or {})
+        """Named held-out sets (`eval.sets`): name -> factory of a fresh loader (with `bytes_per_token`)."""
+        self.val_losses: dict[str, float] = {}
+        """Loss per evaluated set at the last evaluation (`split` = the run's own validation split)."""
         self.ckpt_root = self.run_dir / "checkpoints"
         self.ckpt_writer = CheckpointWriter(self.ckpt_root, cfg.train.keep_last,
                                             asynchronous=cfg.train.async_checkpoint)
@@ -188,14 +193,14 @@ class Trainer:
 
     # ---------------------------------------------------------------- evaluation
     @torch.no_grad()
-    def evaluate(self) -> float:
-        """Mean validation cross-entropy per target token over `eval_batches` batches (all ranks)."""
+    def evaluate_loader(self, make_loader: Any) -> float:
+        """Mean cross-entropy per target token over `eval_batches` batches of a fresh loader (all ranks)."""
         from lmforge.train.step import _forward_loss
 
         self.model.eval()
         device = next(self.raw_model.parameters()).device
         total = torch.zeros(2, dtype=torch.float64, device=device)  # summed on the device: one sync at the end
-        loader = self.make_val_loader()
+        loader = make_loader()
         n = min(self.cfg.train.eval_batches or len(loader), len(loader))
         if self.world_size > 1:  # the same count on every rank (FSDP forwards are collective)
             n = -int(all_reduce_max(torch.tensor([-float(n)])).item())
@@ -206,7 +211,16 @@ class Trainer:
             total += torch.stack([sums.ce.double(), sums.count.double()])
         ce, count = all_reduce_sum(total).tolist()
         self.model.train()
-        loss = ce / count if count > 0 else float("nan")
+        return ce / count if count > 0 else float("nan")
+
+    def evaluate(self) -> float:
+        """Validate on the run's split and every named set (`val_losses`); the set named by
+        `eval.select_by` becomes `state.val_loss` and drives `best_val_loss` (best checkpoint, early stop)."""
+        losses = {"split": self.evaluate_loader(self.make_val_loader)}
+        for name, make in self.eval_sets.items():
+            losses[name] = self.evaluate_loader(make)
+        self.val_losses = losses
+        loss = losses.get(getattr(getattr(self.cfg, "eval", None), "select_by", "split"), losses["split"])
         s = self.state
         s.val_loss, s.val_step = loss, s.step
         if math.isfinite(loss) and (s.best_val_loss is None or loss < s.best_val_loss):

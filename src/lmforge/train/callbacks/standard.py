@@ -20,6 +20,10 @@ log = logging.getLogger(__name__)
 __all__ = ["AnomalyCallback", "CheckpointCallback", "EvalCallback", "LogCallback"]
 
 
+def _exp(loss: float) -> float:
+    return math.exp(loss) if loss < 50 else float("inf")
+
+
 class AnomalyCallback(Callback):
     """NaN/Inf in the loss or gradients: the update was already skipped by `train_step`; here the
     policy decides what else happens. The decision uses all-reduced values, so every rank agrees."""
@@ -111,17 +115,29 @@ class LogCallback(Callback):
 
 
 class EvalCallback(Callback):
-    """Validate every `eval_every` steps and once at the end; `val` events with loss and perplexity."""
+    """Validate every `eval_every` steps and once at the end: one `val` event whose `loss` is the set
+    `eval.select_by` names (it drives the best checkpoint and early stopping), plus loss, perplexity
+    and bits per byte of every set as `val/<name>/loss|ppl|bpb` (`split` = the run's own split)."""
 
     def _run(self, trainer: Trainer) -> None:
         loss = trainer.evaluate()
         if trainer.rank == 0:
-            values = {"loss": loss, "val_loss": loss, "val_ppl": math.exp(loss) if loss < 50 else float("inf"),
+            values = {"loss": loss, "val_loss": loss, "val_ppl": _exp(loss),
                       "best_val_loss": trainer.state.best_val_loss}
-            if trainer.val_bytes_per_token:
-                values["bpb"] = loss / math.log(2) / trainer.val_bytes_per_token
+            select = getattr(trainer.cfg.eval, "select_by", "split")
             if trainer.state.last_loss is not None:
                 values["train_loss"] = trainer.state.last_loss
+            for name, set_loss in (getattr(trainer, "val_losses", None) or {"split": loss}).items():
+                bpt = trainer.val_bytes_per_token if name == "split" else getattr(
+                    trainer.eval_sets.get(name), "bytes_per_token", 0.0)
+                values[f"val/{name}/loss"] = set_loss
+                values[f"val/{name}/ppl"] = _exp(set_loss)
+                if bpt:
+                    values[f"val/{name}/bpb"] = set_loss / math.log(2) / bpt
+                if name == select and bpt:
+                    values["bpb"] = set_loss / math.log(2) / bpt
+            if select != "split":
+                values["select_by"] = select
             trainer.writer.log("val", trainer.state.step, **values)
 
     def post_step(self, trainer: Trainer, result: StepResult) -> None:

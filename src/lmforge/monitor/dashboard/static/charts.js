@@ -51,7 +51,19 @@ function fmtDuration(s) {
 function newRunData() {
   const cols = (keys) => Object.fromEntries(["step", "time", "tokens", ...keys].map((k) => [k, []]));
   return { offset: 0, t0: null, train: cols(TRAIN_KEYS), val: cols(["loss"]), system: cols(SYSTEM_KEYS),
-           anomalies: [], samples: [], layers: [] };
+           sets: {}, anomalies: [], samples: [], layers: [] }; // sets: one val series per held-out set (val/<name>/loss)
+}
+
+const SET_LOSS = /^val\/(.+)\/loss$/;
+const SET_DASHES = ["solid", "dash", "dot", "dashdot", "longdash", "longdashdot"];
+function ingestSets(d, ev, t) {
+  for (const [k, v] of Object.entries(ev)) {
+    const m = SET_LOSS.exec(k);
+    if (!m) continue;
+    if (!d.sets[m[1]]) d.sets[m[1]] = { step: [], time: [], tokens: [], loss: [] };
+    const g = d.sets[m[1]];
+    g.step.push(num(ev.step)); g.time.push(t); g.tokens.push(num(ev.tokens)); g.loss.push(num(v));
+  }
 }
 
 function ingest(d, ev) {
@@ -62,7 +74,10 @@ function ingest(d, ev) {
     keys.forEach((k) => group[k].push(num(values[k])));
   };
   if (ev.kind === "train") push(d.train, TRAIN_KEYS, ev);
-  else if (ev.kind === "val") push(d.val, ["loss"], { loss: ev.loss !== undefined ? ev.loss : ev.val_loss });
+  else if (ev.kind === "val") {
+    push(d.val, ["loss"], { loss: ev.loss !== undefined ? ev.loss : ev.val_loss });
+    ingestSets(d, ev, t);
+  }
   else if (ev.kind === "system") push(d.system, SYSTEM_KEYS, ev);
   else if (ev.kind === "layers") d.layers.push(ev);
   else if (ev.kind === "anomaly") d.anomalies.push(ev);
@@ -244,8 +259,18 @@ function draw() {
                          marker: { symbol: "x-thin", size: 10, line: { width: 2, color: "#e03131" } },
                          hovertemplate: "%{text}<extra></extra>" });
     }
-    const [vx, vy] = xy(d.val, "loss");
-    if (vx.length) charts.val.push({ ...line(name, "raw", vx, vy), mode: "lines+markers", marker: { size: 6 } });
+    const sets = Object.keys(d.sets).sort((a, b) => (a === "split" ? -1 : b === "split" ? 1 : a.localeCompare(b)));
+    if (sets.length) { // one curve per held-out set, dashed by set, coloured by run: overlayable across runs
+      sets.forEach((set, i) => {
+        const [sx, sy] = xy(d.sets[set], "loss");
+        if (sx.length) charts.val.push({ ...line(name, `set:${set}`, sx, sy, { line: { dash: SET_DASHES[i % SET_DASHES.length] },
+          hovertemplate: `${name} · ${set}<br>%{x}: %{y:.4g}<extra></extra>` }), mode: "lines+markers", marker: { size: 5 },
+          legendgroup: set, meta: { run: name, role: `set:${set}`, set } });
+      });
+    } else {
+      const [vx, vy] = xy(d.val, "loss");
+      if (vx.length) charts.val.push({ ...line(name, "raw", vx, vy), mode: "lines+markers", marker: { size: 6 } });
+    }
     const [rx, ry] = xy(d.train, "lr");
     if (rx.length) charts.lr.push(line(name, "raw", rx, ry));
     const [gx, gy] = xy(d.train, "grad_norm");
@@ -268,7 +293,8 @@ function draw() {
                                              "step", { yaxis: { ...layout("", "").yaxis, tickformat: "", autorange: "reversed" } }));
   plot("chart-loss", charts.loss, layout("Training loss", xtitle,
        { yaxis: { ...layout("", "").yaxis, type: logy ? "log" : "linear" }, uirevision: `${xmode}-${logy}` }));
-  plot("chart-val", charts.val, layout("Validation loss", xtitle));
+  plot("chart-val", charts.val, layout(charts.val.some((t) => t.meta.set !== undefined)
+    ? "Validation loss per set (split solid; named sets dashed)" : "Validation loss", xtitle));
   plot("chart-lr", charts.lr, layout("Learning rate", xtitle));
   plot("chart-grad", charts.grad, layout("Gradient norm", xtitle, { yaxis: { ...layout("", "").yaxis, type: "log" } }));
   const yfmt = (f) => ({ yaxis: { ...layout("", "").yaxis, tickformat: f } });
