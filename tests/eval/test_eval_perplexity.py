@@ -64,6 +64,11 @@ def test_unigram_hand_computed():
     assert out["bpb"] == pytest.approx(expect * 3 / (6 * math.log(2)))
 
 
+def test_unigram_without_a_scored_token_is_none():
+    """`max_batches` can end inside the first (long, continuous) validation document: no baseline, no crash."""
+    assert perplexity.unigram_baseline(np.array([3, 1, 0]), np.array([0, 0, 0]), nbytes=None) is None
+
+
 def test_dataset_equals_texts_and_max_batches(tokenizer):
     model = tiny_model(tokenizer.vocab_size, block_size=16)
     nbytes = sum(len(t.encode()) for t in DOCS)

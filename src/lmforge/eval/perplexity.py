@@ -35,13 +35,17 @@ def token_counts(dataset, vocab_size: int, end: int | None = None) -> np.ndarray
     return counts
 
 
-def unigram_baseline(train_counts: np.ndarray, eval_counts: np.ndarray, nbytes: int | None) -> dict[str, float]:
+def unigram_baseline(train_counts: np.ndarray, eval_counts: np.ndarray,
+                     nbytes: int | None) -> dict[str, float] | None:
     """Loss (nats/token), perplexity and bpb of the add-one smoothed unigram model fitted on
-    `train_counts`, on tokens with histogram `eval_counts`."""
+    `train_counts`, on tokens with histogram `eval_counts`; None when there is no token to score
+    (e.g. `max_batches` ended inside the first validation document)."""
     V = len(train_counts)
     logp = np.log(train_counts + 1.0) - math.log(float(train_counts.sum()) + V)
     nll = float(-(eval_counts * logp).sum())
     n = int(eval_counts.sum())
+    if n == 0:
+        return None
     out = {"loss": nll / n, "perplexity": math.exp(nll / n), "tokens": n}
     if nbytes:
         out["bpb"] = nll / (nbytes * math.log(2))
@@ -119,8 +123,9 @@ def evaluate_model_on_run(model, tokenizer, run_dir: Path, cfg: EvalConfig) -> t
     V = model.cfg.vocab_size
     uni = unigram_baseline(token_counts(train, V), scored_token_counts(val, res["docs"], V, tokenizer.bos_id),
                            res.get("bytes"))
-    report["unigram"] = uni
-    report["loss_below_unigram"] = uni["loss"] - res["loss"]
+    if uni is not None:  # the baseline scores the documents the model scored whole
+        report["unigram"] = uni
+        report["loss_below_unigram"] = uni["loss"] - res["loss"]
     return report, (val, scores)
 
 
