@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.errors import ConfigError, DataError
+from lmforge.io import out_of_space
 
 READING = "reading.txt"  # a rank task writes the input it is reading here (read back after a crash)
 ERROR = "error.txt"  # ... and its error when it fails (read back by executors that only see a traceback)
@@ -84,15 +85,25 @@ def run_rank(fn: Callable[..., bool], args: tuple, kwargs: dict[str, Any], rank:
         return fn(*args, rank=rank, world_size=world_size, **kwargs)
     except (RankError, ConfigError):  # a config error is the same in every rank: no rank to name
         raise
+    except OSError as e:
+        if out_of_space(e):  # no retry helps: the stage's caller names the path and the bytes needed
+            raise
+        _fail(job, rank, world_size, work_dir, e, TransientRankError)
     except Exception as e:  # noqa: BLE001 - every failure becomes a named, picklable rank error
-        cls = TransientRankError if isinstance(e, OSError) else RankError
-        err = cls(job, rank, world_size, _read(Path(work_dir) / READING), f"{type(e).__name__}: {e}")
-        try:
-            Path(work_dir).mkdir(parents=True, exist_ok=True)
-            (Path(work_dir) / ERROR).write_text(err.error + "\n")
-        except OSError:
-            pass
-        raise err from e
+        _fail(job, rank, world_size, work_dir, e, RankError)
+    return False  # not reached: _fail raises
+
+
+def _fail(job: str, rank: int, world_size: int, work_dir: Path, e: BaseException, cls: type) -> None:
+    """Raise `cls` (a RankError) naming the rank and the input in progress, with `e`'s message kept in
+    the rank's error file (read back when the worker dies without a Python exception)."""
+    err = cls(job, rank, world_size, _read(Path(work_dir) / READING), f"{type(e).__name__}: {e}")
+    try:
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+        (Path(work_dir) / ERROR).write_text(err.error + "\n")
+    except OSError:
+        pass
+    raise err from e
 
 
 def _read(path: Path) -> str | None:
