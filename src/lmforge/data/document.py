@@ -98,3 +98,15 @@ def iter_clean_documents(data_dir: str | Path) -> Iterator[Document]:
     """All clean documents of a data-stage output directory, in shard order."""
     for p in clean_shards(data_dir):
         yield from read_shard(p)
+
+
+def json_safe(v: Any) -> Any:
+    """A column value (parquet, HF datasets) as JSON for `meta`: dates, bytes and arrays become
+    strings or lists."""
+    if v is None or isinstance(v, (str, int, float, bool)):
+        return v
+    if isinstance(v, (list, tuple)):
+        return [json_safe(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): json_safe(x) for k, x in v.items()}
+    return str(v)

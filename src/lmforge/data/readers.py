@@ -32,7 +32,7 @@ from typing import IO, Any
 import zstandard
 
 from lmforge.data.builtin import BUILTIN_STDLIB, BUILTIN_TEXTS, builtin_text_path
-from lmforge.data.document import Document
+from lmforge.data.document import Document, json_safe
 from lmforge.data.readers_hf import HF_PREFIX, hf_sources, read_hf
 from lmforge.data.readers_web import read_html, read_warc
 from lmforge.data.zstd_frames import ZstdFrames
@@ -415,7 +415,7 @@ def _read_parquet(src: _Source) -> Iterator[Document]:
             row += 1
             text = rec.pop(opts.text_field)
             doc_id = rec.pop(opts.id_field, None) if opts.id_field else None
-            meta = _inert({k: _json_safe(v) for k, v in rec.items()})
+            meta = _inert({k: json_safe(v) for k, v in rec.items()})
             meta.update(source=src.path, line=row)
             d = Document(str(doc_id) if doc_id is not None else f"{src.path}:{row}", text or "", meta)
             if not isinstance(text, str):
@@ -427,15 +427,6 @@ def _read_parquet(src: _Source) -> Iterator[Document]:
                 continue
             yield d
 
-
-def _json_safe(v: Any) -> Any:
-    if v is None or isinstance(v, (str, int, float, bool)):
-        return v
-    if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
-    if isinstance(v, dict):
-        return {str(k): _json_safe(x) for k, x in v.items()}
-    return str(v)
 
 
 try:

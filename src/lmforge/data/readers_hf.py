@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lmforge.data.document import Document
+from lmforge.data.document import Document, json_safe
 from lmforge.errors import ConfigError, DataError
 
 HF_PREFIX = "hf:"
@@ -82,7 +82,7 @@ def read_hf(source: str, text_field: str, id_field: str | None, reject: Any) -> 
         rec = dict(rec)
         text = rec.pop(text_field, None)
         doc_id = rec.pop(id_field, None) if id_field else None
-        meta = {k: _json_safe(v) for k, v in rec.items()}
+        meta = {k: json_safe(v) for k, v in rec.items()}
         meta.update(source=source, line=row, hf_shard=shard or 0)
         d = Document(str(doc_id) if doc_id is not None else f"{source}:{row}", text if isinstance(text, str) else "",
                      meta)
@@ -91,13 +91,3 @@ def read_hf(source: str, text_field: str, id_field: str | None, reject: Any) -> 
             continue
         yield d
 
-
-def _json_safe(v: Any) -> Any:
-    """Column values as JSON (dates, bytes, arrays become strings or lists)."""
-    if v is None or isinstance(v, (str, int, float, bool)):
-        return v
-    if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
-    if isinstance(v, dict):
-        return {str(k): _json_safe(x) for k, x in v.items()}
-    return str(v)
