@@ -2,14 +2,14 @@
 lmforge's filters and dedup on vs off (>= 3 seeds each), scored in bits per byte on a held-out set of clean
 documents through `eval.sets`; then one leave-one-family-out ablation per filter family.
 
-The corpus is generated here around clean documents (../shared/data/tinyshakespeare.txt cut into ~1.5 KB
+The corpus is generated here around clean documents (Tiny Shakespeare, shipped with lmforge, cut into ~1.5 KB
 documents of whole speeches written as prose; the held-out set is the end of the play) with the faults real
 web text has:
 
 * boilerplate lines (menus, cookie banners, footers) added to most clean pages;
 * SEO keyword-list pages; machine gibberish pages (random tokens, base64 blobs);
 * lines repeated across pages ("Subscribe to our newsletter ...") and pages that repeat one paragraph;
-* pages in other languages (German, French, Spanish, Russian lines from ../shared/data/langid);
+* pages in other languages (German, French, Spanish, Russian lines from ../shared/data/langid when it is there);
 * near-duplicate copies of clean pages (a few words changed) and exact copies.
 
 Families (each removed in turn from the full pipeline): quality (Gopher quality + FineWeb rules),
@@ -32,6 +32,8 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from lmforge.data.builtin import builtin_text_path
 
 _UP = Path(__file__).resolve().parents
 SHARED = next((p / "shared" / "data" for p in _UP[2:4] if (p / "shared" / "data").is_dir()), _UP[2] / "shared" / "data")
@@ -56,7 +58,7 @@ def clean_documents(size: int = 1500, train_chars: int = 400_000, held_chars: in
     line rules, made for web prose, would strip them); the held-out ones come from the end of the play.
     (Python's reference prose was tried first: Gopher's alpha-word rule rejects two thirds of it, as it
     counts every quote and underscore of `"__debug__"` as a word without letters.)"""
-    text = (SHARED / "tinyshakespeare.txt").read_text(encoding="utf-8")
+    text = Path(builtin_text_path("builtin:shakespeare")).read_text(encoding="utf-8")  # shipped with lmforge
 
     def cut(part: str) -> list[str]:
         docs, cur = [], []

@@ -28,10 +28,11 @@ from pathlib import Path
 import torch
 
 from lmforge.config import load_config
+from lmforge.data.builtin import builtin_text_path
 from lmforge.train.build import train
 
 ROOT = Path(__file__).resolve().parents[1]
-SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+SHAKESPEARE = Path(builtin_text_path("builtin:shakespeare"))  # shipped with lmforge
 COMMON = ["train.progress=false", "train.warmup_steps=10",
           "monitor.tensorboard=false", "monitor.plots=false", "monitor.system_every=0",
           "train.max_steps=0", "train.eval_every=0", "train.ckpt_every=0", "eval.num_samples=0"]

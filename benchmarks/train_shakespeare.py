@@ -35,11 +35,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from lmforge.data.builtin import builtin_text_path  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-# ../shared/data next to the repository (a worktree one level deeper finds it one level up)
-_UP = Path(__file__).resolve().parents
-SHARED = next((p / "shared" / "data" for p in _UP[2:4] if (p / "shared" / "data").is_dir()), _UP[2] / "shared" / "data")
-DATA = SHARED / "tinyshakespeare.txt"
+DATA = Path(builtin_text_path("builtin:shakespeare"))  # the copy shipped with lmforge (nanoGPT's input.txt)
 TARGET = 1.886
 
 
