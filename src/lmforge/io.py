@@ -83,12 +83,22 @@ def write_marker(directory: str | Path, fingerprint: str, **extra: Any) -> None:
     atomic_write_json(Path(directory) / MARKER, {"fingerprint": fingerprint, **extra})
 
 
-def reset_dir(directory: str | Path) -> Path:
-    """Remove an incomplete output directory and create it empty."""
+def reset_dir(directory: str | Path, keep: tuple[str, ...] = ()) -> Path:
+    """Empty an incomplete output directory (creating it if needed), except the entries named in
+    `keep` (e.g. `_work`, where finished rank tasks keep their own completion markers)."""
     d = Path(directory)
     if d.exists():
-        shutil.rmtree(d)
-    d.mkdir(parents=True)
+        if not keep:
+            shutil.rmtree(d)
+        else:
+            for child in d.iterdir():
+                if child.name in keep:
+                    continue
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+    d.mkdir(parents=True, exist_ok=True)
     return d
 
 

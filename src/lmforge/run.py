@@ -155,7 +155,9 @@ def _run_stage(name: str, out_dir: Path, fp: str, fn, force: bool) -> bool:
             return False
         _say(f"{name}: running → {out_dir}")
         try:
-            reset_dir(out_dir)
+            # _work/ holds rank tasks' outputs with their own fingerprinted markers: a rerun after a
+            # crash skips the ranks that finished (a changed config or input redoes them)
+            reset_dir(out_dir, keep=("_work",))
             fn()
             write_marker(out_dir, fp, stage=name)
         except OSError as e:

@@ -86,3 +86,41 @@ def test_slurm_local_backend_gives_the_same_tokens(tmp_path):
     man = run_tokenize_stage(cfg, data, tok, tmp_path / "slurm", progress=False)
     assert _files(tmp_path / "slurm") == _files(tmp_path / "local")
     _same_manifest(ref, man)
+
+
+def test_lmforge_run_rerun_after_a_crash_skips_finished_ranks(tmp_path, monkeypatch):
+    """The stage runner empties an incomplete stage folder but keeps `_work/`: ranks that finished
+    before the crash (here: in the merge) keep their markers and are not encoded again."""
+    from lmforge import run
+    from lmforge.config import load_config
+    from lmforge.io import write_marker
+    from lmforge.tokens import stage
+
+    data, tok, _ = _make(tmp_path)
+    run_dir = tmp_path / "run"
+    for name, src in (("data", data), ("tokenizer", tok)):
+        (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        src.rename(run_dir / name)
+    cfg = load_config(None, ["tokens.ranks=3", "train.progress=false"])
+    for name in ("data", "tokenizer"):  # as the earlier stages leave them
+        write_marker(run_dir / name, run._stage_fingerprints(cfg)[name])
+    real_merge = stage.merge_tokenize_tasks
+
+    def crash(*a, **k):
+        raise RuntimeError("killed during the merge")
+
+    monkeypatch.setattr(stage, "merge_tokenize_tasks", crash)
+    with pytest.raises(RuntimeError, match="killed during the merge"):
+        run.run_tokenize(cfg, run_dir)
+    markers = {p: p.stat().st_mtime_ns for p in (run_dir / "tokens" / "_work").glob("rank-*/_SUCCESS.json")}
+    assert len(markers) == 3
+    seen = {}
+
+    def merge(*a, **k):
+        seen.update({p: p.stat().st_mtime_ns for p in markers})
+        return real_merge(*a, **k)
+
+    monkeypatch.setattr(stage, "merge_tokenize_tasks", merge)
+    assert run.run_tokenize(cfg, run_dir) is True
+    assert seen == markers  # no rank was redone
+    assert open_split(run_dir / "tokens", "train").num_docs > 0 and not (run_dir / "tokens" / "_work").exists()
