@@ -87,6 +87,13 @@ def _input_fingerprint(inputs: list[str]) -> list[Any]:
         if spec.startswith("builtin:"):
             out.append([spec, sys.version])
             continue
+        if spec.startswith("hf:"):  # hf:PATH[@SPLIT]: a local dataset folder or files count like any input
+            local = spec[3:].split("#", 1)[0]
+            local = local if Path(local).exists() else local.rpartition("@")[0] or local
+            if not Path(local).exists():  # a dataset in the HF cache: its name (the cache is not watched)
+                out.append([spec, "hf-cache"])
+                continue
+            spec = local
         paths = [Path(spec)] if Path(spec).exists() else [Path(p) for p in sorted(glob.glob(spec, recursive=True))]
         files: list[Path] = []
         for p in paths:

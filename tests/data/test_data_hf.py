@@ -68,3 +68,19 @@ def test_dataset_dict_names_its_splits(tmp_path):
     report = run_data_stage(DataConfig(inputs=[f"hf:{tmp_path / 'dd' / 'test'}"], plots=False), tmp_path / "o2",
                             progress=False)
     assert report["documents_out"] == 1
+
+
+def test_a_changed_local_dataset_reruns_the_data_stage(tmp_path):
+    """`lmforge run` fingerprints an `hf:` folder like any input folder: new rows rebuild the data stage."""
+    from lmforge import run
+    from lmforge.config import load_config
+
+    d = tmp_path / "files"
+    d.mkdir()
+    (d / "part-0.jsonl").write_text(json.dumps({"text": _texts(1)[0]}) + "\n")
+    cfg = load_config(None, [f"data.inputs=[hf:{d}@train]", "data.plots=false", "train.progress=false"])
+    assert run.run_data(cfg, tmp_path / "run") is True
+    assert run.run_data(cfg, tmp_path / "run") is False  # unchanged: skipped
+    (d / "part-1.jsonl").write_text(json.dumps({"text": _texts(2)[1]}) + "\n")
+    assert run.run_data(cfg, tmp_path / "run") is True
+    assert len(list(iter_clean_documents(tmp_path / "run" / "data"))) == 2
