@@ -54,7 +54,10 @@ def test_lost_rank_is_restarted_and_resumes_from_latest(run_dir, tiny_cfg, tmp_p
     p = _torchrun(_prepare(run_dir, straight, cfg), straight, restarts=0)
     assert p.returncode == 0, p.stderr[-3000:]
     faulty = tmp_path / "faulty"
-    p = _torchrun(_prepare(run_dir, faulty, cfg), faulty, restarts=1, fault="kill:1:5")
+    # two restarts allowed: on a busy machine gloo's mesh setup of the restarted group is sometimes
+    # refused (the killed group's sockets are still closing); torchrun then restarts once more, and the
+    # run must still resume from `latest` by itself, exactly once
+    p = _torchrun(_prepare(run_dir, faulty, cfg), faulty, restarts=2, fault="kill:1:5")
     assert p.returncode == 0, p.stderr[-4000:]
     resumes = [e for e in read_metrics(faulty / "metrics.jsonl", "event") if e.get("what") == "resume"]
     assert [e["checkpoint"].rsplit("/", 1)[1] for e in resumes] == ["step-000004"]
