@@ -53,11 +53,14 @@ def test_lost_rank_is_restarted_and_resumes_from_latest(run_dir, tiny_cfg, tmp_p
     straight = tmp_path / "straight"
     p = _torchrun(_prepare(run_dir, straight, cfg), straight, restarts=0)
     assert p.returncode == 0, p.stderr[-3000:]
-    faulty = tmp_path / "faulty"
-    # two restarts allowed: on a busy machine gloo's mesh setup of the restarted group is sometimes
-    # refused (the killed group's sockets are still closing); torchrun then restarts once more, and the
-    # run must still resume from `latest` by itself, exactly once
-    p = _torchrun(_prepare(run_dir, faulty, cfg), faulty, restarts=2, fault="kill:1:5")
+    for attempt in range(2):
+        faulty = tmp_path / f"faulty{attempt}"
+        p = _torchrun(_prepare(run_dir, faulty, cfg), faulty, restarts=1, fault="kill:1:5")
+        # In 2 of 4 full-suite runs (never alone) gloo refused the restarted group's mesh setup
+        # ("connectFullMesh failed ... Connection refused"); cause not found. The scenario is then run
+        # once more from scratch, so a second refusal still fails the test.
+        if p.returncode == 0 or "connectFullMesh failed" not in p.stderr:
+            break
     assert p.returncode == 0, p.stderr[-4000:]
     resumes = [e for e in read_metrics(faulty / "metrics.jsonl", "event") if e.get("what") == "resume"]
     assert [e["checkpoint"].rsplit("/", 1)[1] for e in resumes] == ["step-000004"]
