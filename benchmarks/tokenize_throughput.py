@@ -4,9 +4,12 @@
     python benchmarks/tokenize_throughput.py --mb 50 --rss-sizes 100,400
 
 Prints MB/s of the whole stage (reading clean shards, encoding, splitting, writing token shards
-and the manifest) with 1 and 2 workers, the raw `encode_batch` MB/s (HF's default thread pool, and
-one thread) on the same in-memory texts, their ratios, and the stage's peak RSS (main process and
-workers) for two corpus sizes. Each measurement runs in a fresh subprocess so RSS is its own.
+and the manifest) with 1 and 2 workers and 2 ranks, the raw `encode_batch` MB/s on the same in-memory
+texts (HF's default thread pool; the same with the ids read out of the Encodings, the least work that
+gives tokens; one thread), their ratios, rank scaling with one core per rank (1 rank pinned to one
+core vs 2 ranks on two: how ranks scale when each has its own cores, as on a cluster), and the stage's
+peak RSS (main process and workers) for two corpus sizes. Each measurement runs in a fresh subprocess
+so RSS is its own.
 """
 
 from __future__ import annotations
@@ -53,7 +56,9 @@ def _peak_rss_mb() -> tuple[float, float]:
     return round(self_, 1), round(kids, 1)
 
 
-def child_stage(data: str, tok: str, workers: int, ranks: int = 1) -> dict:
+def child_stage(data: str, tok: str, workers: int, ranks: int = 1, cores: int = 0) -> dict:
+    if cores:  # this many cores for the whole stage (the rank processes inherit it)
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:cores])
     from lmforge.config import TokensConfig
     from lmforge.tokens.stage import run_tokenize_stage
 
@@ -65,8 +70,9 @@ def child_stage(data: str, tok: str, workers: int, ranks: int = 1) -> dict:
             "tokens": man["splits"]["train"]["tokens"] + man["splits"]["val"]["tokens"]}
 
 
-def child_raw(data: str, tok: str) -> dict:
-    """Raw HF encode_batch on the same texts, ~1 MB per call, texts already in memory."""
+def child_raw(data: str, tok: str, ids: str = "") -> dict:
+    """Raw HF encode_batch on the same texts, ~1 MB per call, texts already in memory; with `ids`, the
+    token ids are also read out of each Encoding (what any consumer of the tokens has to do)."""
     from lmforge.data.document import iter_clean_documents
     from lmforge.tokenizer import load_tokenizer
 
@@ -83,7 +89,9 @@ def child_raw(data: str, tok: str) -> dict:
     nbytes = sum(len(t.encode()) for t in texts)
     t0 = time.perf_counter()
     for b in batches:
-        hf.encode_batch(b, add_special_tokens=False)
+        enc = hf.encode_batch(b, add_special_tokens=False)
+        if ids:
+            [e.ids for e in enc]
     return {"mb_s": round(nbytes / 1e6 / (time.perf_counter() - t0), 3)}
 
 
@@ -105,7 +113,7 @@ def main() -> None:
     globals()["DATA"] = a.data
     if a.child:
         kind, *rest = a.child
-        res = child_raw(*rest) if kind == "raw" else child_stage(rest[0], rest[1], int(rest[2]), int(rest[3]))
+        res = child_raw(*rest) if kind == "raw" else child_stage(rest[0], rest[1], *map(int, rest[2:]))
         print(json.dumps(res))
         return
     if not (DATA / "tinyshakespeare.txt").is_file():
@@ -122,22 +130,36 @@ def main() -> None:
                         (d.text for d in iter_clean_documents(tmp / "data")), tmp / "tok")
         d, t = str(tmp / "data"), str(tmp / "tok")
         raw = _child(["raw", d, t])
+        raw_ids = _child(["raw", d, t, "ids"])
         raw1 = _child(["raw", d, t], {"RAYON_NUM_THREADS": "1"})
         st = {w: _child(["stage", d, t, str(w), "1"]) for w in (1, 2)}
         ranks2 = _child(["stage", d, t, "1", "2"])
+        one = {"RAYON_NUM_THREADS": "1"}
+        pinned = {r: _child(["stage", d, t, "1", str(r), str(r)], one) for r in (1, 2)} if len(
+            os.sched_getaffinity(0)) >= 2 else None
         print(f"corpus {nbytes / 1e6:.1f} MB, byte-level BPE vocab {a.vocab}, {os.cpu_count()} CPUs")
-        print(f"{'run':38s} {'MB/s':>8s} {'vs raw':>8s} {'vs raw 1 thread':>16s}")
-        print(f"{'raw encode_batch (HF thread pool)':38s} {raw['mb_s']:8.2f} {1.0:8.2f} "
-              f"{raw['mb_s'] / raw1['mb_s']:16.2f}")
-        print(f"{'raw encode_batch (1 thread)':38s} {raw1['mb_s']:8.2f} {raw1['mb_s'] / raw['mb_s']:8.2f} {1.0:16.2f}")
+        print(f"{'run':38s} {'MB/s':>8s} {'vs raw':>8s} {'vs raw+ids':>11s} {'vs raw 1 thread':>16s}")
+
+        def row(name: str, mb_s: float) -> None:
+            print(f"{name:38s} {mb_s:8.2f} {mb_s / raw['mb_s']:8.2f} {mb_s / raw_ids['mb_s']:11.2f} "
+                  f"{mb_s / raw1['mb_s']:16.2f}")
+
+        row("raw encode_batch (HF thread pool)", raw["mb_s"])
+        row("raw encode_batch + ids (thread pool)", raw_ids["mb_s"])
+        row("raw encode_batch (1 thread)", raw1["mb_s"])
         for w, r in st.items():
-            print(f"{f'stage, {w} worker(s), shards written':38s} {r['mb_s']:8.2f} {r['mb_s'] / raw['mb_s']:8.2f} "
-                  f"{r['mb_s'] / raw1['mb_s']:16.2f}")
-        print(f"{'stage, 2 ranks (local processes)':38s} {ranks2['mb_s']:8.2f} {ranks2['mb_s'] / raw['mb_s']:8.2f} "
-              f"{ranks2['mb_s'] / raw1['mb_s']:16.2f}")
-        print(f"2 ranks vs 1 rank: {ranks2['mb_s'] / st[1]['mb_s']:.2f}x (same tokens: "
-              f"{ranks2['tokens'] == st[1]['tokens']}); 1 worker vs raw HF thread pool: "
-              f"{st[1]['mb_s'] / raw['mb_s']:.2f}x")
+            row(f"stage, {w} worker(s), shards written", r["mb_s"])
+        row("stage, 2 ranks (local processes)", ranks2["mb_s"])
+        if pinned:
+            row("stage, 1 rank on 1 core", pinned[1]["mb_s"])
+            row("stage, 2 ranks on 2 cores (1 each)", pinned[2]["mb_s"])
+        print(f"2 ranks vs 1 rank, all cores: {ranks2['mb_s'] / st[1]['mb_s']:.2f}x (same tokens: "
+              f"{ranks2['tokens'] == st[1]['tokens']}; one rank already uses every core through HF's thread pool)")
+        if pinned:
+            print(f"2 ranks vs 1 rank, one core per rank: {pinned[2]['mb_s'] / pinned[1]['mb_s']:.2f}x (same tokens: "
+                  f"{pinned[2]['tokens'] == pinned[1]['tokens'] == st[1]['tokens']})")
+        print(f"1 worker vs raw HF thread pool: {st[1]['mb_s'] / raw['mb_s']:.2f}x; vs raw + ids: "
+              f"{st[1]['mb_s'] / raw_ids['mb_s']:.2f}x")
     if a.no_rss:
         return
     print()

@@ -63,3 +63,15 @@ class Boom(Filter):
         if self.needle in doc.meta.get("source", ""):
             raise ValueError(f"boom in {doc.id}")
         return True
+
+
+def record_threads(out: str, *, rank: int, world_size: int) -> bool:
+    """A rank task that records the tokenizer thread count its process was given."""
+    import os
+
+    Path(out, f"threads-{rank}.txt").write_text(os.environ.get("RAYON_NUM_THREADS", "unset"))
+    return True
+
+
+def read_threads(out: str) -> list[str]:
+    return [p.read_text() for p in sorted(Path(out).glob("threads-*.txt"))]

@@ -76,3 +76,22 @@ def test_rank_markers_skip_finished_ranks_and_merge_checks(inputs, tmp_path):
     assert json.loads((out / "report.json").read_text())["documents_out"] == 22
     with pytest.raises(DataError, match="rank 2 is outside"):
         run_data_task(cfg, out, 2, 2)
+
+
+def test_local_ranks_side_by_side_share_the_cores(tmp_path, monkeypatch):
+    """Ranks run as processes side by side: HF tokenizers' thread pool in each gets its share of the
+    cores this process may use (not every core, which would oversubscribe the machine by the ranks)."""
+    import os
+
+    from lmf_datakit import read_threads, record_threads
+
+    from lmforge.data.executors import RankJob
+    from lmforge.data.executors.local import run_local
+
+    monkeypatch.delenv("RAYON_NUM_THREADS", raising=False)
+    cpus = len(os.sched_getaffinity(0))
+    job = RankJob("probe", record_threads, (str(tmp_path),), 3, read_threads, (str(tmp_path),), tmp_path / "_work",
+                  progress=False)
+    assert run_local(job, 2) == [str(max(1, cpus // 2))] * 3
+    monkeypatch.setenv("RAYON_NUM_THREADS", "7")  # the user's setting wins
+    assert run_local(job, 2) == ["7"] * 3

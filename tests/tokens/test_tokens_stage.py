@@ -108,3 +108,28 @@ def test_two_workers_write_the_same_shards(tmp_path):
     two = _run(tmp_path, data, tokdir, name="w2", batch_bytes=500, workers=2)
     assert one["splits"] == two["splits"] and two["stats"]["workers"] == 2
     assert json.loads((tmp_path / "w2" / "manifest.json").read_text())["splits"] == one["splits"]
+
+
+@pytest.mark.parametrize("shard_tokens", [1, 7, 40, 10_000])
+def test_add_many_writes_the_shards_add_writes_one_by_one(tmp_path, shard_tokens):
+    """The stage writes a batch's documents with one `add_many` per split: the same shard files, records
+    and (shard, doc) positions as adding them one by one, across shard boundaries and across calls."""
+    from lmforge.tokens.shards import TokenShardWriter
+
+    rng = np.random.default_rng(1)
+    batches = [rng.integers(1, 12, size=int(rng.integers(1, 9))) for _ in range(6)]
+    kw = dict(shard_tokens=shard_tokens, fingerprint="fp", vocab_size=300)
+    one, many = TokenShardWriter(tmp_path / "a", "train", **kw), TokenShardWriter(tmp_path / "b", "train", **kw)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for lengths in batches:
+        docs = [rng.integers(0, 300, size=int(n)) for n in lengths]
+        nbytes = rng.integers(1, 50, size=len(docs))
+        want = [one.add(d, int(b)) for d, b in zip(docs, nbytes)]
+        shard, doc = many.add_many(np.concatenate(docs), lengths, nbytes)
+        assert list(zip(shard.tolist(), doc.tolist())) == want
+    assert many.close() == one.close()
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "b").iterdir()) and len(names) >= 2
+    for n in names:
+        assert (tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes(), n

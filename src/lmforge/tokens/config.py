@@ -27,8 +27,8 @@ class TokensConfig:
     add_bos: bool = False
     """Prepend <bos> to every document (<eos> is always appended)."""
     workers: int = 1
-    """Encoding worker processes per rank task (1 = one encoding thread in the rank's process, HF
-    tokenizers still uses its own threads; N > 1 = N spawned processes with one tokenizer thread each)."""
+    """Encoding worker processes per rank task (1 = encode in the rank's process with HF tokenizers' own
+    thread pool, two batches in flight; N > 1 = N spawned processes with one tokenizer thread each)."""
     ranks: int = 1
     """Rank tasks: clean shard i is tokenized by rank i % ranks; the tokens are the same for any number."""
     executor: str = "local"

@@ -22,8 +22,6 @@ one ordered pass that also covers the tail (padded, targets -100); iterating it 
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from typing import Any
 
@@ -33,6 +31,7 @@ import torch
 from lmforge.errors import DataError, LmforgeError
 from lmforge.tokens.batch import IGNORE_INDEX, Batch
 from lmforge.tokens.packing import make_packer
+from lmforge.tokens.prefetch import Prefetcher
 from lmforge.tokens.shards import TokenDataset
 
 _STATE_VERSION = 1
@@ -92,9 +91,7 @@ class TokenLoader:
         self.step = 0  # batches handed to the caller (per rank; identical on every rank)
         self.wait_time = 0.0
         self._perms: dict[int, np.ndarray] = {}
-        self._thread: threading.Thread | None = None
-        self._queue: queue.Queue | None = None
-        self._stop = threading.Event()
+        self._prefetcher: Prefetcher | None = None
 
     @classmethod
     def for_eval(cls, dataset: TokenDataset, *, seq_len: int, batch_size: int, rank: int = 0, world_size: int = 1,
@@ -215,44 +212,15 @@ class TokenLoader:
         return batch
 
     # ------------------------------------------------------------------ prefetch thread
-    def _worker(self, start: int, q: queue.Queue, stop: threading.Event) -> None:
-        step = start
-        while not stop.is_set():
-            try:
-                item: Any = (step, self.make_batch(step))
-            except BaseException as e:  # hand the error to the consumer
-                item = (step, e)
-            while not stop.is_set():
-                try:
-                    q.put(item, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if item[1] is None or isinstance(item[1], BaseException):
-                return
-            step += 1
-
     def _next_prefetched(self) -> Batch | None:
-        if self._thread is None:
-            self._stop = threading.Event()
-            self._queue = queue.Queue(maxsize=self.prefetch)
-            self._thread = threading.Thread(target=self._worker, args=(self.step, self._queue, self._stop),
-                                            name="lmforge-prefetch", daemon=True)
-            self._thread.start()
-        step, item = self._queue.get()
-        assert step == self.step, f"prefetch out of order: {step} != {self.step}"
-        if isinstance(item, BaseException):
-            self._stop_thread()
-            raise item
-        if item is None:
-            self._stop_thread()
-        return item
+        if self._prefetcher is None:
+            self._prefetcher = Prefetcher(self.make_batch, self.step, self.prefetch, "lmforge-prefetch")
+        return self._prefetcher.next()
 
     def _stop_thread(self) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread, self._queue = None, None
+        if self._prefetcher is not None:
+            self._prefetcher.stop()
+            self._prefetcher = None
 
     def close(self) -> None:
         self._stop_thread()

@@ -32,6 +32,7 @@ import torch
 from lmforge.errors import DataError, LmforgeError
 from lmforge.tokens.batch import IGNORE_INDEX, Batch
 from lmforge.tokens.loader import TokenLoader
+from lmforge.tokens.prefetch import Prefetcher
 from lmforge.tokens.shards import TokenDataset
 from lmforge.tokens.sources import assign_groups, read_sources
 
@@ -114,9 +115,7 @@ class MixtureLoader:
         self.wait_time = 0.0
         self._lock = threading.Lock()
         self._counts: dict[int, np.ndarray] = {0: np.zeros(len(self.keys), dtype=np.int64)}
-        self._ahead: dict[int, Any] = {}
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._prefetcher: Prefetcher | None = None
 
     # ------------------------------------------------------------------ budgets and progress
     @property
@@ -229,43 +228,15 @@ class MixtureLoader:
         return batch
 
     # ------------------------------------------------------------------ prefetch thread
-    def _worker(self, start: int, stop: threading.Event, cond: threading.Condition) -> None:
-        step = start
-        while not stop.is_set():
-            try:
-                item: Any = self.make_batch(step)
-            except BaseException as e:  # hand the error to the consumer
-                item = e
-            with cond:
-                while len(self._ahead) >= self.prefetch and not stop.is_set():
-                    cond.wait(0.1)
-                self._ahead[step] = item
-                cond.notify_all()
-            if isinstance(item, BaseException):
-                return
-            step += 1
-
     def _next_prefetched(self) -> Any:
-        if self._thread is None:
-            self._stop, self._cond, self._ahead = threading.Event(), threading.Condition(), {}
-            self._thread = threading.Thread(target=self._worker, args=(self.step, self._stop, self._cond),
-                                            name="lmforge-mix-prefetch", daemon=True)
-            self._thread.start()
-        with self._cond:
-            while self.step not in self._ahead:
-                self._cond.wait(0.1)
-            item = self._ahead.pop(self.step)
-            self._cond.notify_all()
-        if isinstance(item, BaseException):
-            self._stop_thread()
-            raise item
-        return item
+        if self._prefetcher is None:
+            self._prefetcher = Prefetcher(self.make_batch, self.step, self.prefetch, "lmforge-mix-prefetch")
+        return self._prefetcher.next()
 
     def _stop_thread(self) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
+        if self._prefetcher is not None:
+            self._prefetcher.stop()
+            self._prefetcher = None
 
     def close(self) -> None:
         self._stop_thread()

@@ -58,6 +58,34 @@ class TokenShardWriter:
             self._finish()
         return where
 
+    def add_many(self, tokens: np.ndarray, lengths: np.ndarray, nbytes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Append consecutive documents at once (`tokens` = their tokens back to back, `lengths` and
+        `nbytes` per document): the same shards as `add` one by one, one write per shard. Returns the
+        (shard number, doc number) of every document."""
+        n = len(lengths)
+        shards, docs = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+        ends = np.cumsum(lengths, dtype=np.int64)
+        i = 0
+        while i < n:
+            if self._f is None:
+                self._open()
+            base = int(ends[i - 1]) if i else 0
+            # the first document after which the shard holds shard_tokens (it is the shard's last one)
+            full = np.searchsorted(ends[i:] - base + self._ntok, self.shard_tokens, side="left")
+            j = min(i + int(full) + 1, n)
+            raw = np.ascontiguousarray(tokens[base: int(ends[j - 1])], dtype=self.dtype).tobytes()
+            self._f.write(raw)
+            self._sha.update(raw)
+            first = len(self._offsets) - 1
+            self._offsets.extend((ends[i:j] - base + self._ntok).tolist())
+            self._ntok += int(ends[j - 1]) - base
+            self._nbytes += int(np.sum(nbytes[i:j]))
+            shards[i:j], docs[i:j] = len(self.records), np.arange(first, first + j - i)
+            if self._ntok >= self.shard_tokens:
+                self._finish()
+            i = j
+        return shards, docs
+
     def _finish(self) -> None:
         self._f.flush()
         os.fsync(self._f.fileno())

@@ -29,8 +29,8 @@ class SourceTags:
         name = "" if value is None else str(value)
         return self.names.setdefault(name, len(self.names))
 
-    def add(self, split: str, tag: int) -> None:
-        self.ids[split].append(tag)
+    def extend(self, split: str, tags: list[int]) -> None:
+        self.ids[split].extend(tags)
 
     def save_unit(self, folder: Any, suffix: str) -> list[str]:
         """One rank task's tags for one clean shard: sources-<split>-<suffix>.npy in `folder`; returns

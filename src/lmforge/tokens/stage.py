@@ -6,7 +6,8 @@ array, like the data stage): clean shard i goes to rank i % ranks, which writes 
 val token shards in its folder (`OUT/_work/rank-R/`) with a completion marker. The merge renames them,
 in clean-shard order, to `train-NNNNN` / `val-NNNNN` and writes the manifest, so the tokens and the
 split are identical for any number of ranks. Inside a rank, `tokens.workers` > 1 encodes in that many
-processes; with 1, one thread encodes (HF tokenizers' own thread pool) while this one reads and writes.
+processes; with 1, two threads of this process encode (HF tokenizers' own thread pool) while this one
+reads and writes.
 
 Memory stays flat in corpus size: documents are read as a stream, at most `2 * workers` batches of
 `batch_bytes` text are in flight, and shard writers keep only the current shard's offsets.
@@ -109,15 +110,25 @@ class _Splitter:
 
     def add(self, doc_ids: list[tuple[str, str | None, int]], sizes: list[int], flat: np.ndarray,
             lengths: np.ndarray) -> None:
-        starts = np.concatenate([[0], np.cumsum(lengths)])
-        for i, (doc_id, given, tag) in enumerate(doc_ids):
-            h = split_hash(doc_id, self.cfg.split_seed)
-            split = given or ("val" if h < self.cfg.val_fraction else "train")
-            shard, n = self.writers[split].add(flat[starts[i]: starts[i + 1]], sizes[i])
-            self.tags.add(split, tag)
-            self.docs[split] += 1
-            if split == "train" and given is None and (self.best is None or h < self.best[0]):
-                self.best = (h, shard, n, sizes[i])
+        hashes = np.fromiter((split_hash(d, self.cfg.split_seed) for d, _, _ in doc_ids), dtype=np.float64,
+                             count=len(doc_ids))
+        given = [g for _, g, _ in doc_ids]
+        split = np.array([g or ("val" if h < self.cfg.val_fraction else "train") for g, h in zip(given, hashes)])
+        sizes_a, tags = np.asarray(sizes, dtype=np.int64), [t for _, _, t in doc_ids]
+        for name in SPLITS:
+            mine = split == name
+            if not mine.any():
+                continue
+            idx = np.flatnonzero(mine)
+            shard, doc = self.writers[name].add_many(flat[np.repeat(mine, lengths)], lengths[idx], sizes_a[idx])
+            self.tags.extend(name, [tags[i] for i in idx])
+            self.docs[name] += len(idx)
+            if name == "train":  # the train document with the smallest hash, for a val split left empty
+                free = np.array([given[i] is None for i in idx])
+                if free.any():
+                    k = int(np.argmin(np.where(free, hashes[idx], np.inf)))
+                    if self.best is None or hashes[idx[k]] < self.best[0]:
+                        self.best = (float(hashes[idx[k]]), int(shard[k]), int(doc[k]), int(sizes_a[idx[k]]))
 
 
 def _remove_doc(out_dir: Path, rec: dict[str, Any], doc_no: int, nbytes: int, fp: str, vocab: int) -> bool:
@@ -169,8 +180,10 @@ def _encoded(cfg: TokensConfig, tok: Tokenizer, unit: list[Path], pool: Executor
 
 
 def _pool(cfg: TokensConfig, tok: Tokenizer) -> Executor:
-    if cfg.workers == 1:  # HF's encode_batch releases the GIL: one encoding thread, this one reads/writes
-        return ThreadPoolExecutor(1)
+    if cfg.workers == 1:
+        # HF's encode_batch releases the GIL while its thread pool encodes, but turning the result into
+        # ids holds it: two batches in flight, so one batch's ids are read while the other is encoded
+        return ThreadPoolExecutor(2)
     # spawn: safe with the tokenizers thread pool; one rayon thread per worker
     return ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                                initargs=(str(tok.path),))
@@ -218,8 +231,6 @@ def run_tokenize_task(cfg: TokensConfig, data_dir: str | Path, tokenizer_dir: st
     shards in the rank's folder. Returns False when the rank was already complete."""
     from tqdm import tqdm
 
-    if world_size > 1:  # ranks share the machine's cores (set before the tokenizer's thread pool starts)
-        os.environ.setdefault("RAYON_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // world_size)))
     shards, tok, d = clean_shards(data_dir), load_tokenizer(tokenizer_dir), _rank_dir(Path(out_dir), rank)
     fp = _task_fingerprint(cfg, shards, tok, rank, world_size)
     if is_complete(d, fp):

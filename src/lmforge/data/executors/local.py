@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from lmforge.data.executors.base import RankJob, run_rank
+
+
+def _share_cores(at_once: int) -> None:
+    """In each rank process: HF tokenizers' thread pool gets this process's share of the cores (the
+    ranks run side by side; a user's RAYON_NUM_THREADS wins)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    os.environ.setdefault("RAYON_NUM_THREADS", str(max(1, cpus // at_once)))
 
 
 def run_local(job: RankJob, workers: int) -> Any:
@@ -20,7 +28,9 @@ def run_local(job: RankJob, workers: int) -> Any:
                 job.say(f"rank {r}/{world} {'done' if ran else 'already complete'}")
         return job.merge_fn(*job.merge_args)
     ctx = multiprocessing.get_context("spawn")  # no inherited locks/threads; same behaviour on every OS
-    with ProcessPoolExecutor(max_workers=min(workers, world), mp_context=ctx) as pool:
+    at_once = min(workers, world)
+    with ProcessPoolExecutor(max_workers=at_once, mp_context=ctx, initializer=_share_cores,
+                             initargs=(at_once,)) as pool:
         futures = {pool.submit(run_rank, job.fn, job.args, job.kwargs, r, world, job.name, job.work_dir(r)): r
                    for r in range(world)}
         done_count = 0

@@ -65,7 +65,10 @@ def _connect(ray: Any, cfg: Any) -> bool:
 
 def _task_options(cfg: Any) -> dict[str, Any]:
     opts: dict[str, Any] = {"num_cpus": cfg.num_cpus, "max_retries": cfg.max_retries,
-                            "retry_exceptions": [TransientRankError]}
+                            "retry_exceptions": [TransientRankError],
+                            # HF tokenizers' thread pool takes the task's CPUs, not every core of the node
+                            "runtime_env": {"env_vars": {"RAYON_NUM_THREADS": os.environ.get(
+                                "RAYON_NUM_THREADS", str(max(1, round(cfg.num_cpus))))}}}
     if cfg.memory_gb:
         opts["memory"] = int(cfg.memory_gb * 1024**3)
     return opts

@@ -1,0 +1,37 @@
+"""The background batch builder both loaders use: step order, bounded look-ahead, errors and the end."""
+
+import time
+
+import pytest
+
+from lmforge.tokens.prefetch import Prefetcher
+
+
+def test_items_come_in_step_order_at_most_depth_ahead():
+    made = []
+
+    def make(step):
+        made.append(step)
+        return None if step == 9 else step * 10
+
+    p = Prefetcher(make, start=3, depth=2, name="t")
+    time.sleep(0.3)
+    assert made == [3, 4, 5]  # two in the queue and one waiting to be put
+    assert [p.next() for _ in range(6)] == [30, 40, 50, 60, 70, 80]
+    assert p.next() is None  # the end of a finite loader ends the thread
+    assert not p._thread.is_alive()
+
+
+def test_an_error_in_the_thread_is_raised_in_the_consumer_and_stop_joins():
+    def make(step):
+        if step == 2:
+            raise ValueError("bad shard")
+        return step
+
+    p = Prefetcher(make, start=0, depth=4, name="t")
+    assert p.next() == 0 and p.next() == 1
+    with pytest.raises(ValueError, match="bad shard"):
+        p.next()
+    q = Prefetcher(lambda s: s, start=0, depth=1, name="t")
+    q.stop()  # a full queue does not keep the thread alive
+    assert not q._thread.is_alive()
