@@ -158,3 +158,17 @@ def test_block_mask_memory_grows_slower_than_dense(T):
     rep = mask_memory_report(d, 128, build_block_mask=False)
     assert rep["dense_bool_bytes"] == T * T
     assert rep["flex_block_mask_bytes"] == 4 * (T // 128) * 4 + 4 * (T // 128) ** 2 * 4
+
+
+def test_rows_without_a_document_boundary_take_plain_causal_attention():
+    """A long text cut into windows: every row is one document, so `sdpa` needs no gathers and runs SDPA
+    `is_causal` directly, with the same output as the dense mask; one boundary brings varlen back."""
+    d = torch.tensor([[3] * 64, [4] * 64, [9] * 64])
+    assert attention_spec("sdpa", d, 64, CPU).kind == "causal"
+    assert attention_spec("auto", d, 64, CPU).kind == "causal"
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(3, 4, 64, 8) for _ in range(3))
+    torch.testing.assert_close(attend(q, k, v, attention_spec("sdpa", d, 64, CPU)),
+                               attend(q, k, v, attention_spec("dense", d, 64, CPU)), atol=1e-6, rtol=1e-6)
+    d[1, 40:] = 5
+    assert attention_spec("sdpa", d, 64, CPU).kind == "varlen"

@@ -74,7 +74,9 @@ def attention_spec(attention: str, doc_ids: torch.Tensor | None, T: int, device:
     if kind == "dense":
         return AttentionSpec("dense", mask=dense_document_mask(doc_ids))
     if kind == "varlen":
-        return AttentionSpec("varlen", varlen=VarlenLayout.from_doc_ids(doc_ids))
+        layout = VarlenLayout.from_doc_ids(doc_ids)
+        # every row one document (a long text cut into windows): plain causal attention, no gathers
+        return AttentionSpec("causal") if layout.single_documents else AttentionSpec("varlen", varlen=layout)
     # inside a compiled model the mask builder is traced with it; eager on CUDA, it gets its own compile
     compiled = device.type == "cuda" and not torch.compiler.is_compiling()
     return AttentionSpec("flex", block_mask=document_block_mask(doc_ids, compiled=compiled))
@@ -119,8 +121,11 @@ class VarlenLayout:
 
     Built on the host from the document ids (one small device->host copy on CUDA)."""
 
-    def __init__(self, B: int, T: int, buckets: list[tuple[torch.Tensor, torch.Tensor]], inverse: torch.Tensor) -> None:
+    def __init__(self, B: int, T: int, buckets: list[tuple[torch.Tensor, torch.Tensor]], inverse: torch.Tensor,
+                 single_documents: bool = False) -> None:
         self.B, self.T = B, T
+        self.single_documents = single_documents
+        """No row holds a document boundary (the layout is the rows themselves)."""
         self.buckets = buckets
         """(gather index (n, L) into the B*T flat tokens, valid (n, L) bool) per padded length L."""
         self.inverse = inverse
@@ -145,7 +150,7 @@ class VarlenLayout:
             order.append(index[valid])
             buckets.append((index.to(doc_ids.device), valid.to(doc_ids.device)))
         inverse = torch.argsort(torch.cat(order)).to(doc_ids.device)  # the buckets hold every token once
-        return cls(B, T, buckets, inverse)
+        return cls(B, T, buckets, inverse, single_documents=len(starts) == B)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gqa: bool, dropout_p: float) -> torch.Tensor:
         B, h, T, hd = q.shape
