@@ -172,6 +172,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--steps", type=int, default=250, help="training steps (16 x 128 tokens each)")
+    p.add_argument("--train-chars", type=int, default=400_000,
+                   help="characters of the play cut into clean pages (the rest of the corpus scales with it)")
     p.add_argument("--no-ablations", action="store_true", help="only all-on vs all-off")
     p.add_argument("--keep", type=Path, default=None, help="keep the runs in this folder")
     args = p.parse_args()
@@ -181,7 +183,7 @@ def main() -> None:
     from lmforge.config import load_config
 
     rng = random.Random(0)
-    train_docs, held_docs = clean_documents()
+    train_docs, held_docs = clean_documents(train_chars=args.train_chars)
     work = Path(args.keep or tempfile.mkdtemp(prefix="lmforge-ablation-"))
     work.mkdir(parents=True, exist_ok=True)
     corpus, held = work / "corpus.jsonl", work / "heldout.jsonl"

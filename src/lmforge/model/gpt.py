@@ -75,21 +75,23 @@ class Rotary(nn.Module):
         super().__init__()
         inv_freq = rope_inv_freq(head_dim, theta, scaling)  # (hd/2,), HF's RoPE scalings included
         freqs = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)  # (L, hd/2)
-        self.register_buffer("cos", freqs.cos(), persistent=False)
-        self.register_buffer("sin", freqs.sin(), persistent=False)
+        # full head width: out = x * cos + swap_halves(x) * sin, with sin negated on the first half
+        self.register_buffer("cos", torch.cat([freqs.cos(), freqs.cos()], -1), persistent=False)  # (L, hd)
+        self.register_buffer("sin", torch.cat([-freqs.sin(), freqs.sin()], -1), persistent=False)
 
     def tables(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin for `positions` (T,) or (B, T), shaped to broadcast over (B, T, heads, hd/2).
+        """cos and sin for `positions` (T,) or (B, T), shaped to broadcast over (B, T, heads, hd).
         Computed once per forward and shared by every layer."""
-        cos, sin = self.cos[positions], self.sin[positions]  # (T, hd/2) or (B, T, hd/2)
+        cos, sin = self.cos[positions], self.sin[positions]  # (T, hd) or (B, T, hd)
         return cos.unsqueeze(-2), sin.unsqueeze(-2)
 
     @staticmethod
     def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """Rotate x (B, T, heads, hd) by the tables; the two halves of each head form the pairs
-        (the `rotate_half` convention of Hugging Face Llama, so exported weights need no permutation)."""
-        x1, x2 = x.float().chunk(2, dim=-1)
-        return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
+        (the `rotate_half` convention of Hugging Face Llama, so exported weights need no permutation):
+        (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin), as three kernels (roll swaps the halves)."""
+        xf = x.float()
+        return torch.addcmul(xf * cos, xf.roll(x.size(-1) // 2, dims=-1), sin).type_as(x)
 
 
 class Attention(nn.Module):
