@@ -18,6 +18,12 @@ repetition (Gopher repetition), c4 (C4 line rules: boilerplate lines, javascript
 
     python benchmarks/data_ablation.py                      # on/off x 3 seeds + 5 ablations x 3 seeds
     python benchmarks/data_ablation.py --seeds 2 --steps 150 --no-ablations
+
+The budget (400 steps, 0.8 M tokens) is about one pass over the filtered corpus: with a smaller corpus
+(400 K characters of the play) and 1000 steps, filtered data is seen several times over and its gain is gone
+(3.18 vs 3.15 bpb), which says more about repeating data than about filtering.
+The rate anneals to 0: with a floor of 3e-4 the same seed gave up to 0.1 bpb apart from run to run
+(CPU sums in another order move the last steps), more than the gap measured.
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ SEO = ["best cheap python tutorial", "python course free download", "learn pytho
        "top 10 python tips", "python vs java 2024", "buy python book discount", "python certification near me"]
 
 
-def clean_documents(size: int = 1500, train_chars: int = 400_000, held_chars: int = 60_000) -> tuple[list, list]:
+def clean_documents(size: int = 1500, train_chars: int = 1_000_000, held_chars: int = 60_000) -> tuple[list, list]:
     """(train, held-out) clean documents: Tiny Shakespeare cut into ~`size`-character documents of whole
     speeches, each speech one line of prose (verse lines end without a full stop, and C4's and FineWeb's
     line rules, made for web prose, would strip them); the held-out ones come from the end of the play.
@@ -136,7 +142,7 @@ def overrides(on: set[str], corpus: Path, held: Path, steps: int, seed: int) -> 
     return out + [f"data.inputs=[{corpus}]", "data.min_chars=1",
                   "tokenizer.kind=byte", "tokens.val_fraction=0.05", "model.preset=tiny", "model.block_size=128",
                   "train.batch_size=16", f"train.max_steps={steps}", "train.warmup_steps=20", "train.lr=3e-3",
-                  "train.min_lr=3e-4", "train.eval_every=0", "train.ckpt_every=0", "train.progress=false",
+                  "train.min_lr=0", "train.eval_every=0", "train.ckpt_every=0", "train.progress=false",
                   f"train.seed={seed}", "train.precision=fp32", "train.device=cpu",
                   "monitor.tensorboard=false", "monitor.plots=false", "monitor.system_every=0", "monitor.quiet=true",
                   f"eval.sets={{heldout: {{inputs: [{held}]}}}}", "eval.select_by=heldout", "eval.stratify=false",
@@ -171,8 +177,8 @@ def train_and_score(cfg, shared: Path, run_dir: Path) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--steps", type=int, default=250, help="training steps (16 x 128 tokens each)")
-    p.add_argument("--train-chars", type=int, default=400_000,
+    p.add_argument("--steps", type=int, default=400, help="training steps (16 x 128 tokens each)")
+    p.add_argument("--train-chars", type=int, default=1_000_000,
                    help="characters of the play cut into clean pages (the rest of the corpus scales with it)")
     p.add_argument("--no-ablations", action="store_true", help="only all-on vs all-off")
     p.add_argument("--keep", type=Path, default=None, help="keep the runs in this folder")
