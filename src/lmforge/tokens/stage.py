@@ -9,8 +9,10 @@ split are identical for any number of ranks. Inside a rank, `tokens.workers` > 1
 processes; with 1, two threads of this process encode (HF tokenizers' own thread pool) while this one
 reads and writes.
 
-Memory stays flat in corpus size: documents are read as a stream, at most `2 * workers` batches of
-`batch_bytes` text are in flight, and shard writers keep only the current shard's offsets.
+Memory stays flat in corpus size: documents are read as a stream, at most two batches of
+`batch_bytes` text per encoding thread or process are in flight (across the ends of clean shards,
+so the encoders never wait for a shard's last batch), and shard writers keep only the current
+shard's offsets.
 """
 
 from __future__ import annotations
@@ -160,53 +162,89 @@ def _doc_tokens(out_dir: Path, rec: dict[str, Any], doc_no: int, vocab: int) -> 
     return tokens[int(offsets[doc_no]): int(offsets[doc_no + 1])].copy()
 
 
-def _encoded(cfg: TokensConfig, tok: Tokenizer, unit: list[Path], pool: Executor,
-             tags: SourceTags) -> Iterator[tuple[list, list, np.ndarray, np.ndarray]]:
-    """Encoded batches in corpus order, at most 2 * workers batches in flight (reading, splitting and
-    writing here overlap with encoding in the pool)."""
+def _in_flight(cfg: TokensConfig) -> int:
+    return 2 * (2 if cfg.workers == 1 else cfg.workers)  # two batches per encoding thread or process
+
+
+def _encoded(cfg: TokensConfig, tok: Tokenizer, units: list[tuple[int, list[Path]]], pool: Executor,
+             tags: dict[int, SourceTags], work_dir: Path) -> Iterator[tuple[int, list, list, np.ndarray, np.ndarray]]:
+    """(unit, ids, sizes, tokens, lengths) batches in corpus order over all of a rank's units, at most
+    `_in_flight` batches in the pool: reading, splitting and writing here overlap with encoding, also
+    across the end of one unit and the start of the next. `tags[unit]` is created as the unit is read."""
+
+    def read() -> Iterator[tuple[int, list, list[str], list[int]]]:
+        for i, unit in units:
+            mark_reading(work_dir, ", ".join(str(p) for p in unit))
+            tags[i] = SourceTags(cfg.mix_field)
+            for ids, texts, sizes in _batches(unit, cfg, tags[i]):
+                yield i, ids, texts, sizes
+
     pending: deque = deque()
-    for ids, texts, sizes in _batches(unit, cfg, tags):
+    for i, ids, texts, sizes in read():
         if isinstance(pool, ThreadPoolExecutor):
             fut = pool.submit(encode_docs, tok, texts, cfg.add_bos)
         else:
             fut = pool.submit(_encode_in_worker, texts, cfg.add_bos)
-        pending.append((ids, sizes, fut))
-        if len(pending) >= 2 * cfg.workers:
-            ids0, sizes0, res = pending.popleft()
-            yield ids0, sizes0, *res.result()
+        pending.append((i, ids, sizes, fut))
+        if len(pending) >= _in_flight(cfg):
+            i0, ids0, sizes0, res = pending.popleft()
+            yield i0, ids0, sizes0, *res.result()
     while pending:
-        ids0, sizes0, res = pending.popleft()
-        yield ids0, sizes0, *res.result()
+        i0, ids0, sizes0, res = pending.popleft()
+        yield i0, ids0, sizes0, *res.result()
 
 
 def _pool(cfg: TokensConfig, tok: Tokenizer) -> Executor:
     if cfg.workers == 1:
         # HF's encode_batch releases the GIL while its thread pool encodes, but turning the result into
-        # ids holds it: two batches in flight, so one batch's ids are read while the other is encoded
+        # ids holds it: two batches at once, so one batch's ids are read while the other is encoded
         return ThreadPoolExecutor(2)
     # spawn: safe with the tokenizers thread pool; one rayon thread per worker
     return ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                                initargs=(str(tok.path),))
 
 
-def _encode_unit(cfg: TokensConfig, tok: Tokenizer, unit: list[Path], splitter: _Splitter, pool: Executor,
-                  bar: Any) -> int:
-    """Encode one unit of clean shards into the splitter's writers; returns the UTF-8 bytes read."""
-    nbytes = 0
+def _finish_unit(d: Path, i: int, sp: _Splitter, state: dict[str, Any]) -> None:
+    state["units"][str(i)] = {s: sp.writers[s].close() for s in SPLITS}
+    state["units"][str(i)]["sources"] = sp.tags.save_unit(d, f"{i:05d}")
+    for s in SPLITS:
+        state["docs"][s] += sp.docs[s]
+    if sp.best and (state["best"] is None or sp.best[0] < state["best"][0]):
+        state["best"] = [*sp.best[:1], i, *sp.best[1:]]  # (hash, unit, shard, doc, bytes)
+
+
+def _encode_units(cfg: TokensConfig, tok: Tokenizer, units: list[tuple[int, list[Path]]], d: Path, pool: Executor,
+                  bar: Any, state: dict[str, Any]) -> None:
+    """Encode the rank's units into token shards in `d`: a train and a val writer per unit, whose
+    records go to `state["units"]` (a unit without documents gets empty ones)."""
+    tags: dict[int, SourceTags] = {}
+    new = lambda i: _Splitter(cfg, {s: TokenShardWriter(d, f"{s}-{i:05d}", shard_tokens=cfg.shard_tokens,  # noqa: E731
+                                                        fingerprint=tok.fingerprint, vocab_size=tok.vocab_size)
+                                    for s in SPLITS}, tags.setdefault(i, SourceTags(cfg.mix_field)))
+    cur, splitter = None, None
     try:
-        for ids, sizes, flat, lengths in _encoded(cfg, tok, unit, pool, splitter.tags):
+        for i, ids, sizes, flat, lengths in _encoded(cfg, tok, units, pool, tags, d):
+            if i != cur:
+                if splitter is not None:
+                    _finish_unit(d, cur, splitter, state)
+                cur, splitter = i, new(i)
             splitter.add(ids, sizes, flat, lengths)
-            nbytes += sum(sizes)
+            state["bytes"] += sum(sizes)
             bar.update(sum(sizes))
+        if splitter is not None:
+            _finish_unit(d, cur, splitter, state)
     except BaseException as e:
-        for w in splitter.writers.values():
-            w.abort()
+        if splitter is not None:
+            for w in splitter.writers.values():
+                w.abort()
         if isinstance(e, BrokenProcessPool):
             raise DataError(f"tokenize: an encoding worker process died ({e}); the machine may be out of memory, or "
                             "the calling script cannot be re-imported by `spawn` (guard it with "
                             "`if __name__ == '__main__':`); set tokens.workers=1 to encode in-process") from e
         raise
-    return nbytes
+    for i, _ in units:
+        if str(i) not in state["units"]:
+            _finish_unit(d, i, new(i), state)
 
 
 def _rank_dir(out_dir: Path, rank: int) -> Path:
@@ -242,20 +280,8 @@ def run_tokenize_task(cfg: TokensConfig, data_dir: str | Path, tokenizer_dir: st
     bar = tqdm(desc=f"tokenize rank {rank}" if world_size > 1 else "tokenize", unit="B", unit_scale=True,
                unit_divisor=1000, disable=not progress, file=sys.stderr)
     try:
-        for i, unit in enumerate(_units(cfg, shards)):
-            if i % world_size != rank:
-                continue
-            mark_reading(d, ", ".join(str(p) for p in unit))
-            writers = {s: TokenShardWriter(d, f"{s}-{i:05d}", shard_tokens=cfg.shard_tokens,
-                                           fingerprint=tok.fingerprint, vocab_size=tok.vocab_size) for s in SPLITS}
-            splitter = _Splitter(cfg, writers, SourceTags(cfg.mix_field))
-            state["bytes"] += _encode_unit(cfg, tok, unit, splitter, pool, bar)
-            state["units"][str(i)] = {s: writers[s].close() for s in SPLITS}
-            state["units"][str(i)]["sources"] = splitter.tags.save_unit(d, f"{i:05d}")
-            for s in SPLITS:
-                state["docs"][s] += splitter.docs[s]
-            if splitter.best and (state["best"] is None or splitter.best[0] < state["best"][0]):
-                state["best"] = [*splitter.best[:1], i, *splitter.best[1:]]  # (hash, unit, shard, doc, bytes)
+        mine = [(i, unit) for i, unit in enumerate(_units(cfg, shards)) if i % world_size == rank]
+        _encode_units(cfg, tok, mine, d, pool, bar, state)
     finally:
         bar.close()
         pool.shutdown(wait=True, cancel_futures=True)
