@@ -120,7 +120,7 @@ def test_lost_rank_is_restarted_and_resumes_from_latest(run_dir, tiny_cfg, tmp_p
     p = _torchrun(_prepare(run_dir, straight, cfg), straight, restarts=0)
     assert p.returncode == 0, p.stderr[-3000:]
     faulty = tmp_path / "faulty"
-    p = _torchrun(_prepare(run_dir, faulty, cfg), faulty, restarts=1, fault="kill:1:5", timeout=240)
+    p = _torchrun(_prepare(run_dir, faulty, cfg), faulty, restarts=1, fault="kill:1:5", timeout=600)
     assert p.returncode == 0, p.stderr[-4000:]
     resumes = [e for e in read_metrics(faulty / "metrics.jsonl", "event") if e.get("what") == "resume"]
     assert [e["checkpoint"].rsplit("/", 1)[1] for e in resumes] == ["step-000004"]
