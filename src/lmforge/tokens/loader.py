@@ -213,7 +213,7 @@ class TokenLoader:
 
     # ------------------------------------------------------------------ prefetch thread
     def _next_prefetched(self) -> Batch | None:
-        if self._prefetcher is None:
+        if self._prefetcher is None or self._prefetcher.finished:  # after an error or the end: start again
             self._prefetcher = Prefetcher(self.make_batch, self.step, self.prefetch, "lmforge-prefetch")
         return self._prefetcher.next()
 

@@ -229,7 +229,7 @@ class MixtureLoader:
 
     # ------------------------------------------------------------------ prefetch thread
     def _next_prefetched(self) -> Any:
-        if self._prefetcher is None:
+        if self._prefetcher is None or self._prefetcher.finished:  # after an error or the end: start again
             self._prefetcher = Prefetcher(self.make_batch, self.step, self.prefetch, "lmforge-mix-prefetch")
         return self._prefetcher.next()
 

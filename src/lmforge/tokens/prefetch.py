@@ -11,10 +11,11 @@ from typing import Any
 class Prefetcher:
     """Calls `make(step)` for step = start, start + 1, ... in a daemon thread, at most `depth` ahead
     of the consumer. `next()` returns the next step's item in order; an exception raised by `make` is
-    re-raised there (and ends the thread), as is a `None` item (the end of a finite loader)."""
+    re-raised there and ends the thread, as does a `None` item (the end of a finite loader): the
+    prefetcher is then `finished`, and its owner starts a new one to go on (e.g. to retry the step)."""
 
     def __init__(self, make: Callable[[int], Any], start: int, depth: int, name: str) -> None:
-        self.step, self._stop = start, threading.Event()
+        self.step, self._stop, self.finished = start, threading.Event(), False
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._thread = threading.Thread(target=self._work, args=(make, start), name=name, daemon=True)
         self._thread.start()
@@ -47,5 +48,6 @@ class Prefetcher:
         return item
 
     def stop(self) -> None:
+        self.finished = True
         self._stop.set()
         self._thread.join()
