@@ -45,18 +45,8 @@ class TokenShardWriter:
 
     def add(self, tokens: np.ndarray, nbytes: int) -> tuple[int, int]:
         """Append one document's tokens (with its UTF-8 size); returns (shard number, doc number)."""
-        if self._f is None:
-            self._open()
-        raw = np.ascontiguousarray(tokens, dtype=self.dtype).tobytes()
-        self._f.write(raw)
-        self._sha.update(raw)
-        self._ntok += len(tokens)
-        self._nbytes += nbytes
-        self._offsets.append(self._ntok)
-        where = (len(self.records), len(self._offsets) - 2)
-        if self._ntok >= self.shard_tokens:
-            self._finish()
-        return where
+        shard, doc = self.add_many(np.asarray(tokens), np.array([len(tokens)]), np.array([nbytes]))
+        return int(shard[0]), int(doc[0])
 
     def add_many(self, tokens: np.ndarray, lengths: np.ndarray, nbytes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Append consecutive documents at once (`tokens` = their tokens back to back, `lengths` and
