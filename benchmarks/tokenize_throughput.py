@@ -1,7 +1,7 @@
 """Tokenize-stage throughput and memory against raw HF `tokenizers.encode_batch`, same text, same run.
 
-    python benchmarks/tokenize_throughput.py                 # 20 MB corpus; RSS at 10 and 40 MB
-    python benchmarks/tokenize_throughput.py --mb 50 --rss-sizes 100,400
+    python benchmarks/tokenize_throughput.py                 # 20 MB corpora, 3 rounds; RSS at 10 and 40 MB
+    python benchmarks/tokenize_throughput.py --mb 50 --rounds 5 --rss-sizes 100,400
 
 Prints MB/s of the whole stage (reading clean shards, encoding, splitting, writing token shards
 and the manifest) with 1 and 2 workers and 2 ranks, the raw `encode_batch` MB/s on the same in-memory
@@ -10,6 +10,11 @@ gives tokens; one thread), their ratios, rank scaling with one core per rank (1 
 core vs 2 ranks on two: how ranks scale when each has its own cores, as on a cluster), and the stage's
 peak RSS (main process and workers) for two corpus sizes. Each measurement runs in a fresh subprocess
 so RSS is its own.
+
+These machines drift by 20-30% within minutes, so every row runs `--rounds` times, the runs of a round
+back to back; a ratio is the median over rounds of that round's ratio, and MB/s the median. Two corpora
+of the same text: short documents (the play's paragraphs, ~190 bytes: the worst case for per-document
+work) and web-page-sized ones (paragraphs joined to ~3 KB, about a FineWeb document).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,17 +42,24 @@ def _source_docs() -> list[str]:
     return docs
 
 
-def make_corpus(out: Path, mb: float) -> int:
-    """Clean shards of about `mb` MB of text (the source documents cycled, each with a new id)."""
+def make_corpus(out: Path, mb: float, doc_bytes: int = 0) -> int:
+    """Clean shards of about `mb` MB of text: the source documents cycled (each with a new id), or with
+    `doc_bytes`, consecutive ones joined by blank lines into documents of at least that many bytes."""
     from lmforge.data.document import Document, ShardWriter
 
-    src, total, i = _source_docs(), 0, 0
-    with ShardWriter(out, "clean", max_docs=5_000, level=1) as w:  # enough shards to balance 2 ranks
+    src, total, i, n = _source_docs(), 0, 0, 0
+    per_shard = 5_000 if not doc_bytes else max(50, 1_000_000 // doc_bytes)  # ~20 shards to balance 2 ranks
+    with ShardWriter(out, "clean", max_docs=per_shard, level=1) as w:
         while total < mb * 1e6:
-            text = src[i % len(src)]
-            w.write(Document(f"d{i}", text))
+            parts, size = [], 0
+            while not parts or size < doc_bytes:
+                parts.append(src[i % len(src)])
+                size += len(parts[-1].encode()) + 2
+                i += 1
+            text = "\n\n".join(parts)
+            w.write(Document(f"d{n}", text))
             total += len(text.encode())
-            i += 1
+            n += 1
     return total
 
 
@@ -101,9 +114,58 @@ def _child(args: list[str], env: dict | None = None) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _rounds(d: str, t: str, rounds: int) -> dict[str, list[float]]:
+    """MB/s of every row, `rounds` times; within a round the rows run back to back."""
+    one = {"RAYON_NUM_THREADS": "1"}
+    runs = {
+        "raw": lambda: _child(["raw", d, t]),
+        "raw_ids": lambda: _child(["raw", d, t, "ids"]),
+        "raw1": lambda: _child(["raw", d, t], one),
+        "w1": lambda: _child(["stage", d, t, "1", "1"]),
+        "w2": lambda: _child(["stage", d, t, "2", "1"]),
+        "ranks2": lambda: _child(["stage", d, t, "1", "2"]),
+    }
+    if len(os.sched_getaffinity(0)) >= 2:
+        runs["pin1"] = lambda: _child(["stage", d, t, "1", "1", "1"], one)
+        runs["pin2"] = lambda: _child(["stage", d, t, "1", "2", "2"], one)
+    out: dict[str, list[float]] = {k: [] for k in runs}
+    tokens: set[int] = set()
+    for _ in range(rounds):
+        for k, run in runs.items():
+            r = run()
+            out[k].append(r["mb_s"])
+            if "tokens" in r:
+                tokens.add(r["tokens"])
+    if len(tokens) != 1:
+        raise SystemExit(f"the stage runs disagree on the token count: {sorted(tokens)}")
+    return out
+
+
+def _table(res: dict[str, list[float]]) -> None:
+    med = lambda xs: statistics.median(xs)  # noqa: E731
+    ratio = lambda a, b: med([x / y for x, y in zip(res[a], res[b])])  # noqa: E731
+    names = {"raw": "raw encode_batch (HF thread pool)", "raw_ids": "raw encode_batch + ids (thread pool)",
+             "raw1": "raw encode_batch (1 thread)", "w1": "stage, 1 worker, shards written",
+             "w2": "stage, 2 workers, shards written", "ranks2": "stage, 2 ranks (local processes)",
+             "pin1": "stage, 1 rank on 1 core", "pin2": "stage, 2 ranks on 2 cores (1 each)"}
+    print(f"{'run':38s} {'MB/s':>6s} {'(min-max)':>11s} {'vs raw':>7s} {'vs raw+ids':>11s} {'vs raw 1 thread':>16s}")
+    for k, xs in res.items():
+        print(f"{names[k]:38s} {med(xs):6.2f} {min(xs):5.2f}-{max(xs):<5.2f} {ratio(k, 'raw'):7.2f} "
+              f"{ratio(k, 'raw_ids'):11.2f} {ratio(k, 'raw1'):16.2f}")
+    print(f"1 worker vs raw HF thread pool: {ratio('w1', 'raw'):.2f}x (rounds: "
+          f"{', '.join(f'{x / y:.2f}' for x, y in zip(res['w1'], res['raw']))}); vs raw + ids: "
+          f"{ratio('w1', 'raw_ids'):.2f}x")
+    print(f"2 ranks vs 1 rank, all cores: {ratio('ranks2', 'w1'):.2f}x (one rank already uses every core through "
+          "HF's thread pool)")
+    if "pin1" in res:
+        print(f"2 ranks vs 1 rank, one core per rank: {ratio('pin2', 'pin1'):.2f}x (rounds: "
+              f"{', '.join(f'{x / y:.2f}' for x, y in zip(res['pin2'], res['pin1']))})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mb", type=float, default=20)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--rss-sizes", default="10,40")
     ap.add_argument("--vocab", type=int, default=8192)
     ap.add_argument("--child", nargs="+")
@@ -123,43 +185,17 @@ def main() -> None:
     from lmforge.data.document import iter_clean_documents
     from lmforge.tokenizer import train_tokenizer
 
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        nbytes = make_corpus(tmp / "data", a.mb)
-        train_tokenizer(TokenizerConfig(vocab_size=a.vocab, max_train_bytes=5_000_000),
-                        (d.text for d in iter_clean_documents(tmp / "data")), tmp / "tok")
-        d, t = str(tmp / "data"), str(tmp / "tok")
-        raw = _child(["raw", d, t])
-        raw_ids = _child(["raw", d, t, "ids"])
-        raw1 = _child(["raw", d, t], {"RAYON_NUM_THREADS": "1"})
-        st = {w: _child(["stage", d, t, str(w), "1"]) for w in (1, 2)}
-        ranks2 = _child(["stage", d, t, "1", "2"])
-        one = {"RAYON_NUM_THREADS": "1"}
-        pinned = {r: _child(["stage", d, t, "1", str(r), str(r)], one) for r in (1, 2)} if len(
-            os.sched_getaffinity(0)) >= 2 else None
-        print(f"corpus {nbytes / 1e6:.1f} MB, byte-level BPE vocab {a.vocab}, {os.cpu_count()} CPUs")
-        print(f"{'run':38s} {'MB/s':>8s} {'vs raw':>8s} {'vs raw+ids':>11s} {'vs raw 1 thread':>16s}")
-
-        def row(name: str, mb_s: float) -> None:
-            print(f"{name:38s} {mb_s:8.2f} {mb_s / raw['mb_s']:8.2f} {mb_s / raw_ids['mb_s']:11.2f} "
-                  f"{mb_s / raw1['mb_s']:16.2f}")
-
-        row("raw encode_batch (HF thread pool)", raw["mb_s"])
-        row("raw encode_batch + ids (thread pool)", raw_ids["mb_s"])
-        row("raw encode_batch (1 thread)", raw1["mb_s"])
-        for w, r in st.items():
-            row(f"stage, {w} worker(s), shards written", r["mb_s"])
-        row("stage, 2 ranks (local processes)", ranks2["mb_s"])
-        if pinned:
-            row("stage, 1 rank on 1 core", pinned[1]["mb_s"])
-            row("stage, 2 ranks on 2 cores (1 each)", pinned[2]["mb_s"])
-        print(f"2 ranks vs 1 rank, all cores: {ranks2['mb_s'] / st[1]['mb_s']:.2f}x (same tokens: "
-              f"{ranks2['tokens'] == st[1]['tokens']}; one rank already uses every core through HF's thread pool)")
-        if pinned:
-            print(f"2 ranks vs 1 rank, one core per rank: {pinned[2]['mb_s'] / pinned[1]['mb_s']:.2f}x (same tokens: "
-                  f"{pinned[2]['tokens'] == pinned[1]['tokens'] == st[1]['tokens']})")
-        print(f"1 worker vs raw HF thread pool: {st[1]['mb_s'] / raw['mb_s']:.2f}x; vs raw + ids: "
-              f"{st[1]['mb_s'] / raw_ids['mb_s']:.2f}x")
+    for title, doc_bytes in (("short documents (paragraphs, ~190 bytes)", 0),
+                             ("web-page-sized documents (~3 KB)", 3000)):
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            nbytes = make_corpus(tmp / "data", a.mb, doc_bytes)
+            train_tokenizer(TokenizerConfig(vocab_size=a.vocab, max_train_bytes=5_000_000),
+                            (d.text for d in iter_clean_documents(tmp / "data")), tmp / "tok")
+            res = _rounds(str(tmp / "data"), str(tmp / "tok"), a.rounds)
+        print(f"\n{title}: corpus {nbytes / 1e6:.1f} MB, byte-level BPE vocab {a.vocab}, {os.cpu_count()} CPUs, "
+              f"median of {a.rounds} rounds (same token count in every stage run)")
+        _table(res)
     if a.no_rss:
         return
     print()

@@ -208,3 +208,21 @@ def test_web_pipeline_on_web_samples(tmp_path, web_samples):
     assert r["languages_seen"] == {"en": 3, "de": 1, "es": 1} and r["languages"] == {"en": 1}
     assert [s["name"] for s in r["steps"]] == ["read", "html_extract", "clean", "length", "language",
                                                "gopher_quality", "c4", "dedup_signatures", "exact_dedup"]
+
+
+def test_read_shard_reads_what_json_wrote_that_orjson_refuses(tmp_path):
+    """Clean shards are parsed with orjson; what json.dumps writes and orjson refuses (NaN, integers past
+    64 bits in meta) is read by json, and a broken line is json's error, as before."""
+    import zstandard
+
+    from lmforge.data.document import Document, ShardWriter
+
+    with ShardWriter(tmp_path, "clean") as w:
+        w.write(Document("a", "plain text", {"score": 0.5}))
+        w.write(Document("b", "odd meta", {"score": float("nan"), "big": 2**70, "inf": float("-inf")}))
+    a, b = list(read_shard(tmp_path / "clean-00000.jsonl.zst"))
+    assert (a.id, a.text, a.meta) == ("a", "plain text", {"score": 0.5})
+    assert b.meta["big"] == 2**70 and b.meta["inf"] == float("-inf") and b.meta["score"] != b.meta["score"]
+    (tmp_path / "bad-00000.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(b'{"id": "x", "text": \n'))
+    with pytest.raises(json.JSONDecodeError):
+        list(read_shard(tmp_path / "bad-00000.jsonl.zst"))

@@ -60,7 +60,7 @@ def _write_run(tmp_path, tokenizer, monkeypatch, reverse_split=False):
             w.write(d)
     (run / "config.yaml").write_text("tokens: {val_fraction: 0.6, split_seed: 3}\n")
     val = val_documents(run / "data", val_fraction=0.6, split_seed=3)
-    from lmforge.tokens.stage import split_hash
+    from lmforge.tokens.split import split_hash
 
     assert [d.id for d in val] == [d.id for d in DOCS if split_hash(d.id, 3) < 0.6] and val
     enc = [tokenizer.encode(d.text) + [tokenizer.eos_id] for d in val]

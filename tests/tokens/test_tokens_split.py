@@ -120,3 +120,22 @@ def test_eval_sets_config():
                      (["eval.sets={a: {inputs: [x], mode: file}}"], "eval.sets.a.mode")):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             load_config(None, bad)
+
+
+def test_split_hashes_are_split_hash_of_each_id():
+    """The stage hashes a batch at once; the values (so every stored split) must be split_hash's."""
+    from lmforge.tokens.split import split_hash, split_hashes
+
+    ids = ["d0", "", "é-ünï", "日本", "lone \udcff surrogate", "x" * 500] + [f"doc{i}" for i in range(200)]
+    for seed in (0, 7):
+        assert split_hashes(ids, seed).tolist() == [split_hash(i, seed) for i in ids]
+    assert split_hashes([], 0).tolist() == []
+
+
+def test_join_continuations_passes_other_documents_through_untouched():
+    piece = lambda k, n: Document(f"book#{k}", f"part {k}", {"source": "book", "continues": k > 0, "piece": k})  # noqa: E731
+    docs = [Document("a", "alpha", {"source": "x"}), piece(0, 3), piece(1, 3), piece(2, 3), Document("b", "beta")]
+    out = list(join_continuations(docs))
+    assert [d.id for d in out] == ["a", "book", "b"]
+    assert out[0] is docs[0] and out[2] is docs[4]  # nothing to join: not copied
+    assert out[1].text == "part 0\npart 1\npart 2" and docs[1].text == "part 0"  # a joined one is a copy

@@ -11,7 +11,8 @@ from lmforge.data.document import Document, ShardWriter
 from lmforge.errors import DataError
 from lmforge.tokenizer import train_tokenizer
 from lmforge.tokens.shards import open_split
-from lmforge.tokens.stage import run_tokenize_stage, split_hash
+from lmforge.tokens.split import split_hash
+from lmforge.tokens.stage import run_tokenize_stage
 
 
 def _corpus(n=120):
@@ -133,3 +134,19 @@ def test_add_many_writes_the_shards_add_writes_one_by_one(tmp_path, shard_tokens
     assert names == sorted(p.name for p in (tmp_path / "b").iterdir()) and len(names) >= 2
     for n in names:
         assert (tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes(), n
+
+
+@pytest.mark.parametrize("kind", ["bpe", "byte", "char"])
+@pytest.mark.parametrize("add_bos", [False, True])
+def test_encode_docs_is_each_document_encoded_with_its_specials(tmp_path, kind, add_bos):
+    from lmforge.tokens.stage import encode_docs
+
+    texts = ["To be, or not to be", "", "two\n\nparagraphs", "x", "spaces  and\ttabs ", "the end."]
+    cfg = TokenizerConfig(kind=kind, **({"vocab_size": 300} if kind == "bpe" else {}))
+    tok = train_tokenizer(cfg, iter(texts * 20), tmp_path)
+    flat, lengths = encode_docs(tok, texts, add_bos)
+    want = [([tok.bos_id] if add_bos else []) + tok.encode(t) + [tok.eos_id] for t in texts]
+    assert flat.dtype == np.uint32 and flat.tolist() == [i for d in want for i in d]
+    assert lengths.tolist() == [len(d) for d in want]
+    empty = encode_docs(tok, [], add_bos)
+    assert empty[0].tolist() == [] and empty[1].tolist() == []

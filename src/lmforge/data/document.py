@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import zstandard
 
 
@@ -82,11 +83,18 @@ class ShardWriter:
             self._fh = None
 
 
+def _loads(line: str) -> dict[str, Any]:
+    try:
+        return orjson.loads(line)  # ~2x json's speed: parsing is most of reading a shard
+    except orjson.JSONDecodeError:
+        return json.loads(line)  # what orjson refuses and json takes (NaN/Infinity in meta); else json's error
+
+
 def read_shard(path: str | Path) -> Iterator[Document]:
     with open(path, "rb") as raw:
         reader = io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(raw), encoding="utf-8")
         for line in reader:
-            d = json.loads(line)
+            d = _loads(line)
             yield Document(d["id"], d["text"], d.get("meta", {}))
 
 

@@ -17,6 +17,8 @@ import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import numpy as np
+
 from lmforge.data.document import Document
 
 
@@ -24,6 +26,13 @@ def split_hash(doc_id: str, seed: int) -> float:
     """Deterministic value in [0, 1) for a document id; documents below val_fraction go to val."""
     digest = hashlib.blake2b(f"{seed}\0{doc_id}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "little") / 2.0**64
+
+
+def split_hashes(doc_ids: Iterable[str], seed: int) -> np.ndarray:
+    """`split_hash` of many ids as a float64 array (the tokens stage's per-batch form)."""
+    blake, prefix = hashlib.blake2b, f"{seed}\0".encode()
+    raw = b"".join(blake(prefix + i.encode("utf-8", "surrogatepass"), digest_size=8).digest() for i in doc_ids)
+    return np.frombuffer(raw, dtype="<u8") / 2.0**64
 
 
 def _source(doc: Document) -> str:
@@ -42,7 +51,11 @@ def join_continuations(docs: Iterable[Document]) -> Iterator[Document]:
             continue
         if held is not None:
             yield held
-        held = Document(d.id.rsplit("#", 1)[0] if d.meta.get("piece") == 0 else d.id, d.text, dict(d.meta))
+            held = None
+        if "piece" not in d.meta:  # nothing continues it: passed on as it is, not copied
+            yield d
+            continue
+        held = Document(d.id.rsplit("#", 1)[0] if d.meta["piece"] == 0 else d.id, d.text, dict(d.meta))
     if held is not None:
         yield held
 

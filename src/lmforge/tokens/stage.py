@@ -18,6 +18,7 @@ shard's offsets.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -45,7 +46,7 @@ from lmforge.tokens.config import TokensConfig
 from lmforge.tokens.format import HEADER, ShardHeader, dtype_for_vocab, write_shard
 from lmforge.tokens.shards import MANIFEST, SPLITS, TokenShardWriter, split_summary
 from lmforge.tokens.sources import SourceTags
-from lmforge.tokens.split import routed_documents, split_hash
+from lmforge.tokens.split import routed_documents, split_hashes
 
 WORK = "_work"
 _worker_tok: Tokenizer | None = None
@@ -58,15 +59,20 @@ def encode_docs(tok: Tokenizer, texts: list[str], add_bos: bool) -> tuple[np.nda
     else:
         ids = tok.encode_batch(texts)
     extra = 1 + int(add_bos)
-    lengths = np.fromiter((len(x) + extra for x in ids), dtype=np.int64, count=len(ids))
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)) + extra
     flat = np.empty(int(lengths.sum()), dtype=np.uint32)
-    pos = 0
-    for x in ids:  # one slice assignment per document (numpy converts the list in C)
-        if add_bos:
-            flat[pos] = tok.bos_id
-        flat[pos + extra - 1: pos + extra - 1 + len(x)] = x
-        pos += len(x) + extra
-        flat[pos - 1] = tok.eos_id
+    ends = np.cumsum(lengths)
+    special = np.zeros(len(flat), dtype=bool)
+    special[ends - 1] = True
+    flat[ends - 1] = tok.eos_id
+    if add_bos:
+        special[ends - lengths] = True
+        flat[ends - lengths] = tok.bos_id
+    if tok.kind in ("byte", "char"):
+        flat[~special] = np.concatenate(ids) if ids else []
+    else:  # all the lists at once, in C: half the time of a slice assignment per document
+        flat[~special] = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.uint32,
+                                     count=len(flat) - extra * len(ids))
     return flat, lengths
 
 
@@ -112,8 +118,7 @@ class _Splitter:
 
     def add(self, doc_ids: list[tuple[str, str | None, int]], sizes: list[int], flat: np.ndarray,
             lengths: np.ndarray) -> None:
-        hashes = np.fromiter((split_hash(d, self.cfg.split_seed) for d, _, _ in doc_ids), dtype=np.float64,
-                             count=len(doc_ids))
+        hashes = split_hashes((d for d, _, _ in doc_ids), self.cfg.split_seed)
         given = [g for _, g, _ in doc_ids]
         split = np.array([g or ("val" if h < self.cfg.val_fraction else "train") for g, h in zip(given, hashes)])
         sizes_a, tags = np.asarray(sizes, dtype=np.int64), [t for _, _, t in doc_ids]
