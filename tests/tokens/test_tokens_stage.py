@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 
 import numpy as np
 import pytest
@@ -109,6 +110,32 @@ def test_two_workers_write_the_same_shards(tmp_path):
     two = _run(tmp_path, data, tokdir, name="w2", batch_bytes=500, workers=2)
     assert one["splits"] == two["splits"] and two["stats"]["workers"] == 2
     assert json.loads((tmp_path / "w2" / "manifest.json").read_text())["splits"] == one["splits"]
+
+
+def test_in_process_threads_write_the_same_shards_and_leave_the_env_as_it_was(tmp_path, monkeypatch):
+    """tokens.workers=1 encodes on one thread per core of the rank's share (RAYON_NUM_THREADS), each with HF's
+    own pool off while the rank encodes; the shards do not depend on the thread count."""
+    import lmforge.tokens.stage as stage
+
+    seen = []
+    encode = stage.encode_docs
+    monkeypatch.setattr(stage, "encode_docs", lambda *a: (seen.append(os.environ.get("TOKENIZERS_PARALLELISM")),
+                                                          encode(*a))[1])
+    data, tokdir = _make(tmp_path, _corpus(200), kind="bpe")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")
+    runs = {}
+    for threads in (1, 3):
+        monkeypatch.setenv("RAYON_NUM_THREADS", str(threads))
+        assert stage._threads() == threads and stage._in_flight(TokensConfig()) == 2 * threads
+        runs[threads] = _run(tmp_path, data, tokdir, name=f"t{threads}", batch_bytes=300)
+    assert runs[1]["splits"] == runs[3]["splits"]
+    assert seen and set(seen) == {"false"} and os.environ["TOKENIZERS_PARALLELISM"] == "true"
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM")
+    with stage._serial_encoding(True):
+        assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
+    assert "TOKENIZERS_PARALLELISM" not in os.environ
+    monkeypatch.delenv("RAYON_NUM_THREADS")
+    assert stage._threads() == len(os.sched_getaffinity(0))
 
 
 @pytest.mark.parametrize("shard_tokens", [1, 7, 40, 10_000])
