@@ -72,6 +72,7 @@ def test_sbatch_text_and_dry_run(tmp_path, capsys):
                  "#SBATCH --array=0-3%2", "#SBATCH --account=proj", "#SBATCH --job-name=lmforge-data"):
         assert line in array, line
     assert "#SBATCH --dependency=afterok:ARRAY_JOB_ID" in merge and "--array" not in merge
+    assert "export RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-2}" in array  # the rank's threads: its cores
     assert f"{tmp_path / 'run' / 'data' / '_slurm'}" in array and "submitit.core._submit" in array
     assert main(["tokenize", str(cfg), "--dry-run", "tokens.executor=slurm", "tokens.ranks=2"]) == 0
     assert "# tokenize: job array of 2 rank task(s)" in capsys.readouterr().out

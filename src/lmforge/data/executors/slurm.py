@@ -36,7 +36,9 @@ def sbatch_parameters(name: str, cfg: Any, *, merge: bool = False) -> dict[str, 
     """submitit's SlurmExecutor parameters for the array (or the merge job) of job `name`."""
     params: dict[str, Any] = {"job_name": f"lmforge-{name}{'-merge' if merge else ''}", "time": cfg.time,
                               "cpus_per_task": cfg.cpus_per_task, "array_parallelism": cfg.array_parallelism,
-                              "additional_parameters": dict(cfg.extra)}
+                              "additional_parameters": dict(cfg.extra),
+                              # the tokenizer's threads: the task's cores (a user's own value wins)
+                              "setup": [f"export RAYON_NUM_THREADS=${{RAYON_NUM_THREADS:-{cfg.cpus_per_task}}}"]}
     if cfg.partition:
         params["partition"] = cfg.partition
     if cfg.mem:
