@@ -155,8 +155,8 @@ def _table(res: dict[str, list[float]]) -> None:
     print(f"1 worker vs raw HF thread pool: {ratio('w1', 'raw'):.2f}x (rounds: "
           f"{', '.join(f'{x / y:.2f}' for x, y in zip(res['w1'], res['raw']))}); vs raw + ids: "
           f"{ratio('w1', 'raw_ids'):.2f}x")
-    print(f"2 ranks vs 1 rank, all cores: {ratio('ranks2', 'w1'):.2f}x (one rank already uses every core through "
-          "HF's thread pool)")
+    print(f"2 ranks vs 1 rank, all cores: {ratio('ranks2', 'w1'):.2f}x (one rank already uses every core: "
+          "its threads)")
     if "pin1" in res:
         print(f"2 ranks vs 1 rank, one core per rank: {ratio('pin2', 'pin1'):.2f}x (rounds: "
               f"{', '.join(f'{x / y:.2f}' for x, y in zip(res['pin2'], res['pin1']))})")
