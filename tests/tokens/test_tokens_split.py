@@ -133,8 +133,8 @@ def test_split_hashes_are_split_hash_of_each_id():
 
 
 def test_join_continuations_passes_other_documents_through_untouched():
-    piece = lambda k, n: Document(f"book#{k}", f"part {k}", {"source": "book", "continues": k > 0, "piece": k})  # noqa: E731
-    docs = [Document("a", "alpha", {"source": "x"}), piece(0, 3), piece(1, 3), piece(2, 3), Document("b", "beta")]
+    piece = lambda k: Document(f"book#{k}", f"part {k}", {"source": "book", "continues": k > 0, "piece": k})  # noqa: E731
+    docs = [Document("a", "alpha", {"source": "x"}), piece(0), piece(1), piece(2), Document("b", "beta")]
     out = list(join_continuations(docs))
     assert [d.id for d in out] == ["a", "book", "b"]
     assert out[0] is docs[0] and out[2] is docs[4]  # nothing to join: not copied

@@ -117,10 +117,13 @@ def test_in_process_threads_write_the_same_shards_and_leave_the_env_as_it_was(tm
     own pool off while the rank encodes; the shards do not depend on the thread count."""
     import lmforge.tokens.stage as stage
 
-    seen = []
-    encode = stage.encode_docs
-    monkeypatch.setattr(stage, "encode_docs", lambda *a: (seen.append(os.environ.get("TOKENIZERS_PARALLELISM")),
-                                                          encode(*a))[1])
+    seen, encode = [], stage.encode_docs
+
+    def watched(*a):
+        seen.append(os.environ.get("TOKENIZERS_PARALLELISM"))
+        return encode(*a)
+
+    monkeypatch.setattr(stage, "encode_docs", watched)
     data, tokdir = _make(tmp_path, _corpus(200), kind="bpe")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")
     runs = {}

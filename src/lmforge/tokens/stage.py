@@ -39,7 +39,7 @@ import numpy as np
 from lmforge.configtools import fingerprint
 from lmforge.data.document import clean_shards, read_shard
 from lmforge.data.executors import RankJob, run_job
-from lmforge.data.executors.base import mark_reading
+from lmforge.data.executors.base import mark_reading, usable_cores
 from lmforge.errors import DataError
 from lmforge.io import atomic_write_json, is_complete, write_marker
 from lmforge.tokenizer.core import Tokenizer, load_tokenizer
@@ -55,10 +55,8 @@ _worker_tok: Tokenizer | None = None
 
 def encode_docs(tok: Tokenizer, texts: list[str], add_bos: bool) -> tuple[np.ndarray, np.ndarray]:
     """Encode a batch; returns (flat uint32 tokens with <bos>?/<eos> per doc, per-doc lengths)."""
-    if tok.kind in ("byte", "char"):
-        ids = [tok.encode_array(t) for t in texts]
-    else:
-        ids = tok.encode_batch(texts)
+    table = tok.kind in ("byte", "char")  # numpy arrays from a lookup table, else HF's lists
+    ids = [tok.encode_array(t) for t in texts] if table else tok.encode_batch(texts)
     extra = 1 + int(add_bos)
     lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)) + extra
     flat = np.empty(int(lengths.sum()), dtype=np.uint32)
@@ -69,7 +67,7 @@ def encode_docs(tok: Tokenizer, texts: list[str], add_bos: bool) -> tuple[np.nda
     if add_bos:
         special[ends - lengths] = True
         flat[ends - lengths] = tok.bos_id
-    if tok.kind in ("byte", "char"):
+    if table:
         flat[~special] = np.concatenate(ids) if ids else []
     else:  # all the lists at once, in C: half the time of a slice assignment per document
         flat[~special] = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.uint32,
@@ -174,7 +172,7 @@ def _threads() -> int:
     try:
         return max(1, int(os.environ["RAYON_NUM_THREADS"]))
     except (KeyError, ValueError):
-        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        return usable_cores()
 
 
 def _in_flight(cfg: TokensConfig) -> int:
@@ -227,17 +225,18 @@ def _serial_encoding(on: bool) -> Iterator[None]:
     parallelism, rather than each batch fanned out over HF's pool, which idles while a batch's Encodings
     are built under the GIL: on 2 cores (benchmarks/tokenize_throughput.py, medians of 3 rounds) the
     stage went from 0.82x to 0.95x of raw `encode_batch` on ~190-byte documents, 0.88x to 1.36x on ~3 KB."""
+    if not on:
+        yield
+        return
     old = os.environ.get("TOKENIZERS_PARALLELISM")
-    if on:
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     try:
         yield
     finally:
-        if on:
-            if old is None:
-                os.environ.pop("TOKENIZERS_PARALLELISM", None)
-            else:
-                os.environ["TOKENIZERS_PARALLELISM"] = old
+        if old is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = old
 
 
 def _finish_unit(d: Path, i: int, sp: _Splitter, state: dict[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -111,6 +112,11 @@ def _read(path: Path) -> str | None:
         return path.read_text().strip() or None
     except OSError:
         return None
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity: a cgroup, taskset or Slurm binding), else all."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 def mark_reading(work_dir: Path, source: str) -> None:

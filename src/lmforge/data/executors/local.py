@@ -8,14 +8,13 @@ from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from lmforge.data.executors.base import RankJob, run_rank
+from lmforge.data.executors.base import RankJob, run_rank, usable_cores
 
 
 def _share_cores(at_once: int) -> None:
-    """In each rank process: HF tokenizers' thread pool gets this process's share of the cores (the
+    """In each rank process: the rank's encoding threads get this process's share of the cores (the
     ranks run side by side; a user's RAYON_NUM_THREADS wins)."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    os.environ.setdefault("RAYON_NUM_THREADS", str(max(1, cpus // at_once)))
+    os.environ.setdefault("RAYON_NUM_THREADS", str(max(1, usable_cores() // at_once)))
 
 
 def run_local(job: RankJob, workers: int) -> Any:
